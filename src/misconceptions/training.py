@@ -1,0 +1,84 @@
+# Copyright 2026 The misconceptions authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The shared parts of every training script: logging, checkpoint resolution, and the save/card/push tail."""
+
+import logging
+import sys
+from pathlib import Path
+
+import datasets
+import transformers
+from transformers.trainer_utils import get_last_checkpoint
+
+from .errors import InputError
+
+
+logger = logging.getLogger(__name__)
+
+
+def setup_logging(training_args) -> None:
+    """One log format for the script, datasets and transformers, at the process's log level."""
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    level = training_args.get_process_log_level()
+    # The project's own messages (resume point, saved files) show at INFO on the main process even when the
+    # libraries stay "passive" (warnings only).
+    own_level = min(level, logging.INFO) if training_args.should_log else level
+    for name in ("misconceptions", "__main__"):
+        logging.getLogger(name).setLevel(own_level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+
+
+def resolve_checkpoint(training_args) -> str | None:
+    """The checkpoint to resume from: the explicit one, else the last in output_dir (a rerun resumes).
+
+    Refuses to train over a finished run (train_results.json present) unless overwrite_output_dir is set.
+    """
+    if training_args.resume_from_checkpoint:
+        return training_args.resume_from_checkpoint
+    output_dir = Path(training_args.output_dir)
+    if not output_dir.is_dir():
+        return None
+    last = get_last_checkpoint(str(output_dir))
+    if last is not None:
+        logger.info("Resuming training from the last checkpoint: %s", last)
+        return last
+    if (output_dir / "train_results.json").exists() and not getattr(training_args, "overwrite_output_dir", False):
+        raise InputError(
+            f"{output_dir} already holds a finished run (train_results.json); choose another output_dir "
+            "or pass --overwrite_output_dir true"
+        )
+    return None
+
+
+def log_and_save_train_metrics(trainer, train_result, num_samples: int) -> None:
+    """The standard train metrics, written as train_results.json with the trainer state."""
+    metrics = dict(train_result.metrics)
+    metrics["train_samples"] = num_samples
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+
+
+def push_if_asked(trainer, training_args, commit_message: str) -> None:
+    """Push output_dir to the Hub when push_to_hub is set; errors propagate (a failed push is never hidden)."""
+    if training_args.push_to_hub:
+        logger.info("Pushing %s to the Hub as %s", training_args.output_dir, training_args.hub_model_id)
+        trainer.push_to_hub(commit_message=commit_message)

@@ -1,0 +1,74 @@
+# Copyright 2026 The misconceptions authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Every recipe parses with its script's parser, so a stale or misspelled key fails here."""
+
+from pathlib import Path
+
+import pytest
+from trl import ModelConfig, TrlParser
+
+from misconceptions import ClassifierConfig, ScriptArguments
+
+from .conftest import REPO, run_script
+
+
+PARSERS = {"map": (ScriptArguments, ClassifierConfig, ModelConfig)}
+RECIPES = sorted((REPO / "recipes").glob("*/*.yaml"))
+
+
+def parser_for(recipe: Path):
+    types = PARSERS.get(recipe.parent.name)
+    if types is None:
+        pytest.fail(f"no parser registered for recipes/{recipe.parent.name}/")
+    return TrlParser(types)
+
+
+@pytest.mark.parametrize("recipe", [r for r in RECIPES if r.parent.name in PARSERS], ids=lambda p: p.name)
+def test_recipe_parses(recipe):
+    script_args, training_args, model_args = parser_for(recipe).parse_args_and_config(["--config", str(recipe)])
+    assert script_args.dataset_name and training_args.output_dir.startswith("data/")
+    assert training_args.seed == 42 and training_args.run_name and training_args.hub_model_id
+    assert model_args.model_name_or_path
+    first_line = recipe.read_text().splitlines()[0]
+    assert first_line.startswith("# Config for"), "first line states the hardware and global batch size"
+
+
+def test_seed_recipe_is_the_seed():
+    recipe = REPO / "recipes" / "map" / "qwen2.5-math-1.5b-qlora.yaml"
+    _, t, m = parser_for(recipe).parse_args_and_config(["--config", str(recipe)])
+    assert m.model_name_or_path == "Qwen/Qwen2.5-Math-1.5B" and m.load_in_4bit and m.bnb_4bit_quant_type == "nf4"
+    assert m.dtype == "float16" and m.use_peft and (m.lora_r, m.lora_alpha) == (16, 32)
+    assert m.lora_target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"] and m.lora_task_type == "SEQ_CLS"
+    assert t.class_weighting == "balanced" and t.label_target == "label" and t.text_template is None
+    assert (t.num_train_epochs, t.per_device_train_batch_size, t.gradient_accumulation_steps) == (3, 2, 4)
+    assert t.optim == "paged_adamw_8bit" and t.learning_rate == 2e-4 and t.lr_scheduler_type == "cosine"
+    assert (t.eval_strategy, t.eval_steps, t.save_steps) == ("steps", 100, 100)
+    assert t.metric_for_best_model == "map@3" and t.load_best_model_at_end
+
+
+def test_misspelled_key_fails_naming_it(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    good = (REPO / "recipes" / "map" / "minilm-cpu.yaml").read_text()
+    recipe.write_text(good.replace("learning_rate:", "lerning_rate:"))
+    proc = run_script("scripts/train_classifier.py", "--config", str(recipe), check=False)
+    assert proc.returncode == 2 and "lerning_rate" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_value_and_missing_recipe_fail_clearly(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("dataset_name: x\noutput_dir: out\nlabel_target: everything\n")
+    proc = run_script("scripts/train_classifier.py", "--config", str(recipe), check=False)
+    assert proc.returncode == 2 and "label_target must be one of" in proc.stderr
+    proc = run_script("scripts/train_classifier.py", "--config", str(tmp_path / "missing.yaml"), check=False)
+    assert proc.returncode == 2 and "missing.yaml" in proc.stderr

@@ -1,0 +1,304 @@
+# Copyright 2026 The misconceptions authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The scripts end to end, as a user runs them, on a few real MAP rows and the packaged models."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from misconceptions import CLASSIFIER_META, resolve_model_path
+
+from .conftest import REPO, run_script
+
+
+MINILM = REPO / "recipes" / "map" / "minilm-cpu.yaml"
+SMOLLM2 = REPO / "recipes" / "map" / "smollm2-qlora-cpu.yaml"
+TINY = [
+    "--max_steps",
+    "4",
+    "--per_device_train_batch_size",
+    "8",
+    "--eval_strategy",
+    "no",
+    "--save_strategy",
+    "no",
+    "--load_best_model_at_end",
+    "false",
+    "--logging_steps",
+    "1",
+    "--max_length",
+    "48",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm_run(small_map_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "minilm"
+    run_script(
+        "scripts/train_classifier.py",
+        "--config",
+        str(MINILM),
+        "--dataset_name",
+        str(small_map_dataset),
+        "--output_dir",
+        str(out),
+        *TINY,
+    )
+    return out
+
+
+def test_minilm_trains_and_saves(minilm_run):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        CLASSIFIER_META,
+        "README.md",
+        "train_results.json",
+        "eval_results.json",
+    ):
+        assert (minilm_run / name).is_file(), name
+    config = json.loads((minilm_run / "config.json").read_text())
+    meta = json.loads((minilm_run / CLASSIFIER_META).read_text())
+    assert list(config["id2label"].values()) == meta["model_labels"]
+    assert all(label.split(":")[0] in ("Correct", "Misconception", "Neither") for label in meta["model_labels"])
+    # The weights moved away from the packaged checkpoint.
+    base = load_file(f"{resolve_model_path('builtin:all-MiniLM-L6-v2')}/model.safetensors")
+    trained = load_file(str(minilm_run / "model.safetensors"))
+    key = next(k for k in trained if k.endswith("encoder.layer.0.attention.self.query.weight"))
+    base_key = next(k for k in base if k.endswith("encoder.layer.0.attention.self.query.weight"))
+    assert not torch.equal(trained[key], base[base_key])
+    state = json.loads((minilm_run / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+
+
+def test_predict_writes_submission_and_metrics(minilm_run, small_map_dataset, tmp_path):
+    out = tmp_path / "sub.csv"
+    proc = run_script(
+        "scripts/predict_classifier.py",
+        "--model",
+        str(minilm_run),
+        "--input_csv",
+        str(small_map_dataset / "validation.csv"),
+        "--output_csv",
+        str(out),
+    )
+    sub = pd.read_csv(out, dtype=str, keep_default_na=False)
+    val = pd.read_csv(small_map_dataset / "validation.csv", dtype=str)
+    assert list(sub.columns) == ["row_id", "Category:Misconception"] and list(sub.row_id) == list(val.row_id)
+    assert all(len(labels.split(" ")) == 3 for labels in sub["Category:Misconception"])
+    metrics = json.loads((tmp_path / "sub_metrics.json").read_text())
+    eval_results = json.loads((minilm_run / "eval_results.json").read_text())
+    assert metrics["map@3"] == pytest.approx(eval_results["eval_map@3"])  # the trainer's evaluation is predict's
+    assert "MAP@3" in proc.stdout
+
+
+def test_predict_unlabelled_and_unseen_labels(minilm_run, small_map_dataset, tmp_path):
+    val = pd.read_csv(small_map_dataset / "validation.csv", dtype=str, keep_default_na=False)
+    unlabelled = tmp_path / "test.csv"
+    val.drop(columns=["Category", "Misconception"]).to_csv(unlabelled, index=False)
+    run_script(
+        "scripts/predict_classifier.py",
+        "--model",
+        str(minilm_run),
+        "--input_csv",
+        str(unlabelled),
+        "--output_csv",
+        str(tmp_path / "a.csv"),
+    )
+    assert (tmp_path / "a.csv").is_file() and not (tmp_path / "a_metrics.json").exists()
+    # A label the model never saw is valid input: it is scored (as a miss) and reported, not an error.
+    val.loc[val.index[0], "Misconception"] = "Never_Seen"
+    labelled = tmp_path / "val.csv"
+    val.to_csv(labelled, index=False)
+    proc = run_script(
+        "scripts/predict_classifier.py",
+        "--model",
+        str(minilm_run),
+        "--input_csv",
+        str(labelled),
+        "--output_csv",
+        str(tmp_path / "b.csv"),
+    )
+    assert "1 rows have labels the model never saw" in proc.stderr + proc.stdout
+    assert json.loads((tmp_path / "b_metrics.json").read_text())["rows_with_unseen_labels"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--model", "/nonexistent/model"], "/nonexistent/model"),
+        (["--input_csv", "/nonexistent/input.csv"], "/nonexistent/input.csv: file not found"),
+    ],
+)
+def test_predict_bad_paths(minilm_run, small_map_dataset, tmp_path, args, needle):
+    base = {"--model": str(minilm_run), "--input_csv": str(small_map_dataset / "validation.csv")}
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    out = tmp_path / "sub.csv"
+    proc = run_script(
+        "scripts/predict_classifier.py", *[x for kv in base.items() for x in kv], "--output_csv", str(out), check=False
+    )
+    assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_predict_missing_column(minilm_run, small_map_dataset, tmp_path):
+    bad = tmp_path / "bad.csv"
+    pd.read_csv(small_map_dataset / "validation.csv", dtype=str).drop(columns=["MC_Answer"]).to_csv(bad, index=False)
+    proc = run_script(
+        "scripts/predict_classifier.py",
+        "--model",
+        str(minilm_run),
+        "--input_csv",
+        str(bad),
+        "--output_csv",
+        str(tmp_path / "sub.csv"),
+        check=False,
+    )
+    assert proc.returncode == 2 and "bad.csv: missing column(s) ['MC_Answer']" in proc.stderr
+    assert not (tmp_path / "sub.csv").exists()
+
+
+def test_finished_run_is_not_overwritten(minilm_run, small_map_dataset):
+    proc = run_script(
+        "scripts/train_classifier.py",
+        "--config",
+        str(MINILM),
+        "--dataset_name",
+        str(small_map_dataset),
+        "--output_dir",
+        str(minilm_run),
+        *TINY,
+        check=False,
+    )
+    assert proc.returncode == 2 and "already holds a finished run" in proc.stderr
+
+
+def test_smollm2_qlora_trains_and_reloads_identically(small_map_dataset, tmp_path):
+    """The seed's QLoRA path on the CPU: 4-bit Linear layers, LoRA + head saved, reloaded with identical output."""
+    out = tmp_path / "smollm2"
+    run_script(
+        "scripts/train_classifier.py",
+        "--config",
+        str(SMOLLM2),
+        "--dataset_name",
+        str(small_map_dataset),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "4",
+        "--gradient_accumulation_steps",
+        "1",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--load_best_model_at_end",
+        "false",
+        "--max_length",
+        "48",
+    )
+    assert _count_4bit_layers(out) > 0
+    adapter = load_file(str(out / "adapter_model.safetensors"))
+    assert any("lora_A" in k for k in adapter) and any("score" in k for k in adapter), list(adapter)[:5]
+    meta = json.loads((out / CLASSIFIER_META).read_text())
+    assert meta["quantization"]["load_in_4bit"] and meta["quantization"]["bnb_4bit_quant_type"] == "nf4"
+    sub = tmp_path / "sub.csv"
+    run_script(
+        "scripts/predict_classifier.py",
+        "--model",
+        str(out),
+        "--input_csv",
+        str(small_map_dataset / "validation.csv"),
+        "--output_csv",
+        str(sub),
+    )
+    reloaded = json.loads((tmp_path / "sub_metrics.json").read_text())["map@3"]
+    assert reloaded == pytest.approx(json.loads((out / "eval_results.json").read_text())["eval_map@3"], abs=1e-9)
+    assert (
+        pd.read_csv(sub)["Category:Misconception"].tolist()
+        == pd.read_csv(out / "eval_predictions.csv")["Category:Misconception"].tolist()
+    )
+
+
+def _count_4bit_layers(model_dir) -> int:
+    import bitsandbytes as bnb
+
+    from misconceptions import load_classifier
+
+    model, _, _ = load_classifier(str(model_dir))
+    return sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+
+
+def test_killed_training_resumes_from_last_checkpoint(small_map_dataset, tmp_path):
+    out = tmp_path / "resume"
+    command = [
+        sys.executable,
+        "scripts/train_classifier.py",
+        "--config",
+        str(MINILM),
+        "--dataset_name",
+        str(small_map_dataset),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "60",
+        "--per_device_train_batch_size",
+        "4",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "5",
+        "--save_total_limit",
+        "2",
+        "--load_best_model_at_end",
+        "false",
+        "--max_length",
+        "32",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "checkpoint-10" / "trainer_state.json").exists():
+        assert first.poll() is None, "training ended before it could be killed"
+        assert time.time() < deadline, "no checkpoint-10 within 300 s"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert not (out / "train_results.json").exists(), "killed before finishing"
+    last = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    assert 10 <= last < 60
+    proc = subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "Resuming training from the last checkpoint" in log and "checkpoint-" in log
+    resumed_from = int(log.split("Resuming training from the last checkpoint:")[1].split("checkpoint-")[1].split()[0])
+    assert resumed_from >= last
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 60
+    # The rerun logged only the steps after the checkpoint: it did not start over.
+    logged_steps = [entry["step"] for entry in state["log_history"] if "loss" in entry]
+    assert logged_steps and min(logged_steps) > 0
