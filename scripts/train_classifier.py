@@ -68,13 +68,15 @@ def main(script_args: ScriptArguments, training_args: ClassifierConfig, model_ar
     # 3. Model and tokenizer
     model, tokenizer = build_classifier_model(model_args, training_args, dict(enumerate(model_labels)))
 
+    padding = "max_length" if training_args.pad_to_max_length else False
+
     def encode(df):
         texts = texts_for(df, training_args.text_template)
         # Eval rows whose label the training split never had cannot be scored in model space: -100 drops them.
         labels = [label2id.get(to_target(label), -100) for label in df["label"]]
         ds = Dataset.from_dict({"text": texts, "labels": labels})
         ds = ds.map(
-            lambda b: tokenizer(b["text"], truncation=True, max_length=training_args.max_length),
+            lambda b: tokenizer(b["text"], truncation=True, max_length=training_args.max_length, padding=padding),
             batched=True,
             remove_columns=["text"],
         )

@@ -34,8 +34,10 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig, Trainer
 
+from .data import MAP_PROMPT_TEMPLATE, map_prompt
 from .errors import InputError
-from .metrics import map_at_k_from_scores
+from .io_utils import atomic_path, write_json
+from .metrics import map_at_k, map_at_k_from_scores
 from .model_utils import device_map_for_quantized, resolve_model_path
 
 
@@ -221,8 +223,6 @@ def load_classifier(model_dir: str) -> tuple[Any, Any, dict[str, Any]]:
 
 def texts_for(df: pd.DataFrame, template: str | None) -> list[str]:
     """Model input text: the template over the row's columns, or the seed's prompt."""
-    from .data import MAP_PROMPT_TEMPLATE, map_prompt
-
     return map_prompt(df, template or MAP_PROMPT_TEMPLATE).tolist()
 
 
@@ -304,8 +304,6 @@ def finalize_classifier(
     model_labels: list[str],
 ) -> dict[str, float]:
     """Save model + tokenizer + label metadata, evaluate the full ranking pipeline, write the card, push if asked."""
-    from .io_utils import atomic_path, write_json
-    from .metrics import map_at_k
     from .training import log_and_save_train_metrics, push_if_asked
 
     log_and_save_train_metrics(trainer, train_result, len(train_df))

@@ -61,6 +61,10 @@ class ClassifierConfig(TrainingArguments):
     derive_prefix: bool = field(
         default=True, metadata={"help": "At prediction, take True_/False_ from whether the answer is correct."}
     )
+    pad_to_max_length: bool = field(
+        default=False,
+        metadata={"help": "Pad every input to max_length (static shapes, the naive setting) instead of per batch."},
+    )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow training into an output_dir that already holds a finished run."}
     )
