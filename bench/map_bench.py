@@ -38,6 +38,7 @@ from sklearn.linear_model import LogisticRegression
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
 from misconceptions import (
+    Classifier,
     LabelRanker,
     build_map_dataset,
     learn_question_table,
@@ -145,11 +146,21 @@ def main() -> None:
     if args.model_dir is None and not (model_dir / "train_results.json").exists():
         train_recipe(dataset_dir, model_dir)
     train_results = json.loads((model_dir / "train_results.json").read_text())
-    model, tokenizer, meta = load_classifier(str(model_dir))
-    minilm = {"train_minutes": round(train_results["train_runtime"] / 60, 1), "model_dir": str(model_dir)}
-    for restrict in (False, True):
-        ranked = rank_dataframe(model, tokenizer, meta, val_df, restrict_labels=restrict, batch_size=128)
-        minilm[f"map@3_restrict={restrict}_prefix=True"] = round(map_at_k(val_df["label"].tolist(), ranked, k=3), 4)
+    classifier = load_classifier(str(model_dir))
+    model, tokenizer, meta = classifier.model, classifier.tokenizer, classifier.meta
+    minilm = {
+        "train_minutes_transformer": round(train_results["train_runtime"] / 60, 1),
+        "model_dir": str(model_dir),
+        "tfidf_weight": meta.get("tfidf_weight", 0.0),
+    }
+    if (model_dir / "eval_results.json").exists():
+        minilm["eval_results"] = json.loads((model_dir / "eval_results.json").read_text())
+    variants = {"transformer_only": Classifier(model, tokenizer, meta, None), "recipe": classifier}
+    for name, variant in variants.items():
+        for restrict in (False, True):
+            ranked = rank_dataframe(variant, val_df, restrict_labels=restrict, batch_size=128)
+            score = map_at_k(val_df["label"].tolist(), ranked, k=3)
+            minilm[f"{name}_map@3_restrict={restrict}_prefix=True"] = round(score, 4)
     results["minilm_cpu"] = minilm
     print(minilm, flush=True)
 
@@ -158,10 +169,14 @@ def main() -> None:
     start = time.time()
     probs = predict_probs(model, tokenizer, texts, meta["max_length"], batch_size=128)
     ours = len(texts) / (time.time() - start)
+    start = time.time()
+    rank_dataframe(classifier, val_df, batch_size=128)
+    recipe_path = len(texts) / (time.time() - start)
     naive, logits = naive_predict_rows_per_second(model, tokenizer, meta, val_df, batch_size=128)
     agree = float(np.mean(np.argmax(logits, axis=1) == np.argmax(probs, axis=1)))
     results["predict_rows_per_second"] = {
-        "toolkit": round(ours, 1),
+        "toolkit_transformer": round(ours, 1),
+        "toolkit_recipe_with_tfidf_and_ranking": round(recipe_path, 1),
         "naive_trainer_predict": round(naive, 1),
         "ratio": round(ours / naive, 2),
         "top1_agreement": round(agree, 4),
@@ -180,6 +195,8 @@ def main() -> None:
         "false",
         "--overwrite_output_dir",
         "true",
+        "--tfidf_weight",
+        "0",
     ]
     recipe = train_recipe(dataset_dir, work / "speed-recipe", *common)
     naive_run = train_recipe(

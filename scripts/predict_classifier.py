@@ -61,11 +61,9 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(name)s - %(message)s")
     df = read_map_csv(args.input_csv, require_labels=False, allow_empty_explanation=True)
-    model, tokenizer, meta = load_classifier(resolve_model_dir(args.model))
+    classifier = load_classifier(resolve_model_dir(args.model))
     ranked = rank_dataframe(
-        model,
-        tokenizer,
-        meta,
+        classifier,
         df,
         top_k=args.top_k,
         restrict_labels=args.restrict_labels,
@@ -75,7 +73,7 @@ def main(argv=None) -> dict:
     submission = pd.DataFrame({"row_id": df["row_id"], "Category:Misconception": [" ".join(r) for r in ranked]})
     metrics = {}
     if "label" in df.columns:
-        unseen = ~df["label"].isin(meta["labels"])
+        unseen = ~df["label"].isin(classifier.meta["labels"])
         if unseen.any():
             logger.warning(
                 "%d rows have labels the model never saw (e.g. %s); they score 0",

@@ -47,6 +47,8 @@ TINY = [
     "1",
     "--max_length",
     "48",
+    "--tfidf_weight",
+    "0.5",
 ]
 
 
@@ -68,6 +70,7 @@ def minilm_run(small_map_dataset, tmp_path_factory):
 
 def test_minilm_trains_and_saves(minilm_run):
     for name in (
+        "tfidf_lr.skops",
         "model.safetensors",
         "config.json",
         "tokenizer.json",
@@ -247,7 +250,7 @@ def _count_4bit_layers(model_dir) -> int:
 
     from misconceptions import load_classifier
 
-    model, _, _ = load_classifier(str(model_dir))
+    model = load_classifier(str(model_dir)).model
     return sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
 
 

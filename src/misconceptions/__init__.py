@@ -15,6 +15,7 @@
 
 from .classifier import (
     CLASSIFIER_META,
+    Classifier,
     LabelRanker,
     WeightedLossTrainer,
     build_classifier_model,
@@ -49,6 +50,7 @@ from .training import resolve_checkpoint, setup_logging
 __all__ = [
     "CLASSIFIER_META",
     "MAP_PROMPT_TEMPLATE",
+    "Classifier",
     "ClassifierConfig",
     "InputError",
     "LabelRanker",

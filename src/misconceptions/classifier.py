@@ -23,6 +23,7 @@ saved beside the model in `CLASSIFIER_META`).
 import json
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from .errors import InputError
 from .io_utils import atomic_path, write_json
 from .metrics import map_at_k, map_at_k_from_scores
 from .model_utils import device_map_for_quantized, resolve_model_path
+from .tfidf import fit_tfidf_classifier, load_tfidf, save_tfidf, tfidf_probs
 
 
 logger = logging.getLogger(__name__)
@@ -191,7 +193,17 @@ def quantization_to_dict(model) -> dict | None:
     return config.to_dict() if hasattr(config, "to_dict") else dict(config)
 
 
-def load_classifier(model_dir: str) -> tuple[Any, Any, dict[str, Any]]:
+@dataclass
+class Classifier:
+    """A trained classifier: the model, its tokenizer, its saved metadata, and the optional TF-IDF blend."""
+
+    model: Any
+    tokenizer: Any
+    meta: dict[str, Any]
+    tfidf: Any = None
+
+
+def load_classifier(model_dir: str) -> Classifier:
     """Load a trained classifier folder: a full model, or a LoRA adapter on its (possibly 4-bit) base model."""
     path = Path(model_dir)
     meta_file = path / CLASSIFIER_META
@@ -215,10 +227,11 @@ def load_classifier(model_dir: str) -> tuple[Any, Any, dict[str, Any]]:
         base = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(meta["base_model"]), **kwargs)
         model = PeftModel.from_pretrained(base, model_dir)
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=dtype)
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=dtype, use_safetensors=True)
     if torch.cuda.is_available() and not meta.get("quantization"):
         model = model.to("cuda")
-    return model, tokenizer, meta
+    tfidf = load_tfidf(model_dir) if meta.get("tfidf_weight", 0.0) > 0 else None
+    return Classifier(model, tokenizer, meta, tfidf)
 
 
 def texts_for(df: pd.DataFrame, template: str | None) -> list[str]:
@@ -227,9 +240,7 @@ def texts_for(df: pd.DataFrame, template: str | None) -> list[str]:
 
 
 def rank_dataframe(
-    model,
-    tokenizer,
-    meta: dict[str, Any],
+    classifier: Classifier,
     df: pd.DataFrame,
     top_k: int = 3,
     restrict_labels: bool | None = None,
@@ -237,6 +248,7 @@ def rank_dataframe(
     batch_size: int = 64,
 ) -> list[list[str]]:
     """Ranked labels for validated MAP rows with a loaded classifier; options default to the model's saved choice."""
+    meta = classifier.meta
     ranker = LabelRanker(
         model_labels=meta["model_labels"],
         final_labels=meta["labels"],
@@ -244,7 +256,11 @@ def rank_dataframe(
         restrict_labels=meta["restrict_labels"] if restrict_labels is None else restrict_labels,
         derive_prefix=meta["derive_prefix"] if derive_prefix is None else derive_prefix,
     )
-    probs = predict_probs(model, tokenizer, texts_for(df, meta.get("text_template")), meta["max_length"], batch_size)
+    texts = texts_for(df, meta.get("text_template"))
+    probs = predict_probs(classifier.model, classifier.tokenizer, texts, meta["max_length"], batch_size)
+    if classifier.tfidf is not None:
+        weight = meta["tfidf_weight"]
+        probs = (1 - weight) * probs + weight * tfidf_probs(classifier.tfidf, texts, meta["model_labels"])
     return ranker.rank(probs, df["QuestionId"].astype(str).tolist(), df["MC_Answer"].tolist(), k=top_k)
 
 
@@ -322,6 +338,7 @@ def finalize_classifier(
         "derive_prefix": training_args.derive_prefix,
         "dtype": model_args.dtype if model_args.dtype not in ("auto", None) else None,
         "quantization": quantization_to_dict(trainer.model),
+        "tfidf_weight": training_args.tfidf_weight,
     }
     model = trainer.model
     metrics: dict[str, float] = {}
@@ -329,11 +346,19 @@ def finalize_classifier(
         write_json(output_dir / CLASSIFIER_META, meta)
         if hasattr(model, "peft_config"):  # the adapter folder also needs the base config with id2label
             model.config.save_pretrained(output_dir)
+        tfidf = None
+        if training_args.tfidf_weight > 0:
+            logger.info("Fitting the TF-IDF + logistic-regression blend on %d rows", len(train_df))
+            to_target = label_suffix if training_args.label_target == "suffix" else str
+            tfidf = fit_tfidf_classifier(
+                texts_for(train_df, training_args.text_template),
+                [to_target(label) for label in train_df["label"]],
+                seed=training_args.seed,
+            )
+            save_tfidf(tfidf, output_dir)
         # Evaluate exactly what predict_classifier.py will output, with the saved options.
         ranked = rank_dataframe(
-            model,
-            trainer.processing_class,
-            meta,
+            Classifier(model, trainer.processing_class, meta, tfidf),
             eval_df,
             top_k=3,
             batch_size=training_args.per_device_eval_batch_size,

@@ -61,6 +61,13 @@ class ClassifierConfig(TrainingArguments):
     derive_prefix: bool = field(
         default=True, metadata={"help": "At prediction, take True_/False_ from whether the answer is correct."}
     )
+    tfidf_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Also fit a TF-IDF (word + char n-grams) + logistic-regression model on the same texts and blend "
+            "its probabilities at prediction: (1 - w) * model + w * tfidf. 0 turns it off."
+        },
+    )
     pad_to_max_length: bool = field(
         default=False,
         metadata={"help": "Pad every input to max_length (static shapes, the naive setting) instead of per batch."},
@@ -76,6 +83,8 @@ class ClassifierConfig(TrainingArguments):
             raise ValueError(f"class_weighting must be 'balanced' or 'none', got '{self.class_weighting}'")
         if self.label_target == "suffix" and not self.derive_prefix:
             raise ValueError("label_target: suffix needs derive_prefix: true (the prefix is not predicted)")
+        if not 0.0 <= self.tfidf_weight <= 1.0:
+            raise ValueError(f"tfidf_weight must be between 0 and 1, got {self.tfidf_weight}")
         if self.max_length < 8:
             raise ValueError(f"max_length must be at least 8, got {self.max_length}")
         super().__post_init__()
