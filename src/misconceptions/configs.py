@@ -16,9 +16,12 @@
 from dataclasses import dataclass, field
 
 import trl
+from sentence_transformers import SentenceTransformerTrainingArguments
+from sentence_transformers.base.sampler import BatchSamplers
 from transformers import TrainingArguments
 
 from .classifier import LABEL_TARGETS
+from .eedi import EEDI_QUERY_PROMPT
 
 
 @dataclass
@@ -87,6 +90,110 @@ class ClassifierConfig(TrainingArguments):
             raise ValueError(f"tfidf_weight must be between 0 and 1, got {self.tfidf_weight}")
         if self.max_length < 8:
             raise ValueError(f"max_length must be at least 8, got {self.max_length}")
+        super().__post_init__()
+
+
+POOLING_CHOICES = ("last_token", "mean", "cls")
+
+
+@dataclass
+class RetrieverConfig(SentenceTransformerTrainingArguments):
+    """SentenceTransformerTrainingArguments plus the Eedi bi-encoder retriever's own settings."""
+
+    fold: int = field(
+        default=0, metadata={"help": "Held-out fold (the dataset's `fold` column); -1 trains on every fold, no eval."}
+    )
+    query_prompt: str = field(
+        default=EEDI_QUERY_PROMPT,
+        metadata={
+            "help": "Prompt put before every query (the seed's instruction); '' for none. Saved with the model."
+        },
+    )
+    query_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "str.format template over the pivoted columns (QuestionText, CorrectAnswerText, AnswerText, "
+            "ConstructName, SubjectName, ...) that builds the query; unset = the seed's structure (`query`)."
+        },
+    )
+    pooling: str = field(
+        default="mean", metadata={"help": "'last_token' (decoders; any padding side), 'mean' or 'cls'."}
+    )
+    query_max_length: int = field(default=144, metadata={"help": "Tokens kept per query, prompt included."})
+    document_max_length: int = field(default=256, metadata={"help": "Tokens kept per misconception description."})
+    padding_side: str | None = field(
+        default=None, metadata={"help": "Tokenizer padding side, 'left' or 'right' (unset: the tokenizer's own)."}
+    )
+    scale: float = field(
+        default=20.0, metadata={"help": "MultipleNegativesRankingLoss scale (1 / temperature) on cosine scores."}
+    )
+    num_negatives: int = field(
+        default=0, metadata={"help": "Hard negatives per query, on top of the in-batch negatives (seed: 96)."}
+    )
+    hard_negatives_range_min: int = field(
+        default=0, metadata={"help": "Skip this many top-ranked wrong misconceptions before taking negatives."}
+    )
+    hard_negatives_range_max: int | None = field(
+        default=None, metadata={"help": "Take negatives among the top this-many (unset: just enough)."}
+    )
+    hard_negatives_sampling: str = field(
+        default="top", metadata={"help": "'top': the highest-ranked negatives; 'random': sampled within the range."}
+    )
+    hard_negatives_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Candidates saved by scripts/retrieve.py --candidates_out (a second round); unset: mine "
+            "negatives with the model being trained, before training."
+        },
+    )
+    lora_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the LoRA weights (others use learning_rate); needs use_peft."},
+    )
+    batch_sampler: BatchSamplers | str = field(
+        default=BatchSamplers.NO_DUPLICATES,
+        metadata={
+            "help": "no_duplicates (default): no text twice in a batch, so no misconception is its own negative; "
+            "no_false_negatives: only that rule (shared negatives allowed), for many negatives per row."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow training into an output_dir that already holds a finished run."}
+    )
+
+    def __post_init__(self):
+        if self.pooling not in POOLING_CHOICES:
+            raise ValueError(f"pooling must be one of {POOLING_CHOICES}, got '{self.pooling}'")
+        if min(self.query_max_length, self.document_max_length) < 8:
+            raise ValueError("query_max_length and document_max_length must be at least 8")
+        if self.padding_side not in (None, "left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got '{self.padding_side}'")
+        if self.num_negatives < 0 or self.hard_negatives_range_min < 0:
+            raise ValueError("num_negatives and hard_negatives_range_min must be >= 0")
+        if self.hard_negatives_sampling not in ("top", "random"):
+            raise ValueError(
+                f"hard_negatives_sampling must be 'top' or 'random', got '{self.hard_negatives_sampling}'"
+            )
+        if self.scale <= 0:
+            raise ValueError(f"scale must be positive, got {self.scale}")
+        if self.fold < -1:
+            raise ValueError(f"fold must be -1 (train on every fold) or a fold id >= 0, got {self.fold}")
+        if self.fold == -1 and (self.eval_strategy != "no" or self.load_best_model_at_end):
+            # Training on every fold leaves nothing to evaluate or to pick a best checkpoint with.
+            self.eval_strategy, self.load_best_model_at_end = "no", False
+        # The query prompt is applied to the anchor column only; queries and documents get their own max lengths.
+        if not self.prompts and self.query_prompt:
+            self.prompts = {"anchor": self.query_prompt}
+        if not self.router_mapping:
+            self.router_mapping = {"anchor": "query", "positive": "document"} | {
+                f"negative_{i}": "document" for i in range(1, self.num_negatives + 1)
+            }
+        if self.batch_sampler == "no_false_negatives":
+            from .retrieval import NoFalseNegativesBatchSampler
+
+            self.batch_sampler = NoFalseNegativesBatchSampler
+        if self.lora_learning_rate is not None and not self.learning_rate_mapping:
+            self.learning_rate_mapping = {r"\.lora_(A|B|embedding_A|embedding_B)\.": self.lora_learning_rate}
         super().__post_init__()
 
 

@@ -1,0 +1,78 @@
+# Copyright 2026 The misconceptions authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Build the Eedi retrieval dataset: validated CSVs pivoted to one row per (question, wrong answer), with the
+correct and wrong answer texts, construct, subject, the misconception id (an int) and name, the seed's query text,
+and a grouped `fold` column. Splits: `train` (labelled rows, every fold), `unlabelled` (wrong answers without a
+misconception: inference only, never positives), `misconceptions` (id, name). Saved with `save_to_disk`; beside it,
+`fold<k>.csv` holds each fold's questions in the competition's wide layout (for `scripts/retrieve.py --input_csv`)
+and `misconception_mapping.csv` a copy of the mapping. On the Hub the misconceptions are the config `misconceptions`.
+
+Usage:
+
+    python data_builders/build_eedi.py --train_csv ../shared/data/eedi/train.csv \
+        --misconceptions_csv ../shared/data/eedi/misconception_mapping.csv --output_dir data/eedi \
+        [--n_folds 2] [--fold_by QuestionId|ConstructId|SubjectId] [--seed 42] [--push_to_hub ORG/eedi-misconceptions]
+"""
+
+import argparse
+import logging
+from pathlib import Path
+
+from misconceptions import InputError, atomic_path, build_eedi_dataset, cli_entry
+from misconceptions.eedi import FOLD_BY, push_eedi_dataset, write_wide_csv
+
+
+logger = logging.getLogger(__name__)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train_csv", required=True, help="Eedi train.csv (wide: one row per question)")
+    parser.add_argument("--misconceptions_csv", required=True, help="misconception_mapping.csv (id, name)")
+    parser.add_argument("--output_dir", required=True, help="where the DatasetDict is saved (must not exist yet)")
+    parser.add_argument("--n_folds", type=int, default=2, help="number of grouped folds (default 2, the seed's)")
+    parser.add_argument(
+        "--fold_by", default="QuestionId", choices=FOLD_BY, help="grouping column (default QuestionId)"
+    )
+    parser.add_argument("--seed", type=int, default=42, help="seed of the fold assignment (default 42)")
+    parser.add_argument("--push_to_hub", metavar="REPO_ID", default=None, help="also push to this Hub dataset repo")
+    parser.add_argument("--public", action="store_true", help="make the pushed dataset public (private by default)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output_dir")
+    return parser.parse_args(argv)
+
+
+@cli_entry
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(name)s - %(message)s")
+    output_dir = Path(args.output_dir)
+    if output_dir.exists() and not args.overwrite:
+        raise InputError(f"{output_dir} already exists; pass --overwrite to replace it")
+    dataset, questions, misconceptions = build_eedi_dataset(
+        args.train_csv, args.misconceptions_csv, args.n_folds, args.fold_by, args.seed
+    )
+    with atomic_path(output_dir, is_dir=True) as tmp:
+        dataset.save_to_disk(str(tmp))
+        for fold in sorted(questions["fold"].unique()):
+            write_wide_csv(questions[questions["fold"] == fold], tmp / f"fold{fold}.csv")
+        misconceptions.to_csv(tmp / "misconception_mapping.csv", index=False)
+    print(f"Saved {dict(dataset.num_rows)} with {args.n_folds} folds by {args.fold_by} to {output_dir}")
+    if args.push_to_hub:
+        push_eedi_dataset(
+            dataset, args.push_to_hub, private=not args.public, source=f"Eedi train.csv from {args.train_csv}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+# Copyright 2026 The misconceptions authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Retrieve misconceptions for every wrong answer of an Eedi question CSV and write the Kaggle submission
+(QuestionId_Answer,MisconceptionId with --top_k space-separated ids per wrong answer).
+
+The misconceptions are encoded once per (model, mapping file) and cached. With labelled input (the train.csv
+layout), MAP@25 and recall@25/50/100 are written to <output stem>_metrics.json, seen and unseen misconceptions apart
+when the model records its training misconceptions. With --candidates_out, the top --candidates_k misconceptions
+and their scores are saved as a dataset: the reranker's input, and hard negatives for a second retriever round
+(train_retriever.py --hard_negatives_dataset DIR).
+
+Usage:
+
+    python scripts/retrieve.py --model data/eedi-minilm-cpu --input_csv data/eedi/fold0.csv \
+        --misconceptions_csv data/eedi/misconception_mapping.csv --output_csv data/eedi_fold0_submission.csv \
+        [--top_k 25] [--candidates_out data/eedi-minilm-cpu-candidates] [--use_faiss]
+"""
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from datasets import Dataset, Features, Sequence, Value
+
+from misconceptions import (
+    InputError,
+    atomic_path,
+    cli_entry,
+    load_retriever,
+    pivot_wrong_answers,
+    query_texts,
+    read_misconceptions_csv,
+    read_questions_csv,
+    retrieval_metrics,
+    search,
+    write_json,
+)
+from misconceptions.hub import resolve_model_dir
+from misconceptions.retrieval import cached_document_embeddings, encode_queries
+
+
+logger = logging.getLogger(__name__)
+
+CANDIDATE_FEATURES = Features(
+    {
+        "QuestionId_Answer": Value("string"),
+        "QuestionId": Value("int64"),
+        "Answer": Value("string"),
+        "query": Value("string"),
+        "MisconceptionId": Value("int64"),
+        "candidate_ids": Sequence(Value("int64")),
+        "candidate_scores": Sequence(Value("float32")),
+        "candidate_names": Sequence(Value("string")),
+    }
+)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="folder written by train_retriever.py, or a Hub model id")
+    parser.add_argument("--input_csv", required=True, help="Eedi questions, test.csv layout (train.csv adds scoring)")
+    parser.add_argument("--misconceptions_csv", required=True, help="misconception_mapping.csv (id, name)")
+    parser.add_argument("--output_csv", required=True, help="where the submission CSV is written")
+    parser.add_argument("--top_k", type=int, default=25, help="misconceptions per wrong answer (default 25)")
+    parser.add_argument("--candidates_out", default=None, help="also save the top candidates as a dataset here")
+    parser.add_argument("--candidates_k", type=int, default=100, help="candidates saved per row (default 100)")
+    parser.add_argument("--batch_size", type=int, default=64, help="texts per forward pass (default 64)")
+    parser.add_argument("--use_faiss", action="store_true", help="search with a FAISS flat index (also exact)")
+    parser.add_argument("--cache_dir", default=None, help="embedding cache (default $MISCONCEPTIONS_CACHE/embeddings)")
+    return parser.parse_args(argv)
+
+
+@cli_entry
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(name)s - %(message)s")
+    if args.top_k < 1 or args.candidates_k < 1:
+        raise InputError("--top_k and --candidates_k must be at least 1")
+    if Path(args.output_csv).is_dir():
+        raise InputError(f"{args.output_csv} is a folder; --output_csv must be a file path")
+
+    # 1. Validate the inputs before loading the model: every id must be in the mapping, letters A-D
+    misconceptions = read_misconceptions_csv(args.misconceptions_csv)
+    questions = read_questions_csv(args.input_csv, misconception_ids=set(misconceptions["MisconceptionId"]))
+    rows = pivot_wrong_answers(questions, misconceptions)
+    labelled = rows["MisconceptionId"].notna().to_numpy()
+
+    # 2. Encode the misconceptions (cached) and the queries, with the model's own prompt and query format
+    model_dir = resolve_model_dir(args.model)
+    model, meta = load_retriever(model_dir)
+    corpus_ids = misconceptions["MisconceptionId"].to_numpy()
+    documents, cached = cached_document_embeddings(
+        model,
+        model_dir,
+        misconceptions["MisconceptionName"].tolist(),
+        args.misconceptions_csv,
+        args.batch_size,
+        args.cache_dir,
+    )
+    started = time.perf_counter()
+    queries = encode_queries(model, query_texts(rows, meta.get("query_template")), args.batch_size)
+    encode_seconds = time.perf_counter() - started
+
+    # 3. Exact search over every misconception
+    k = max(args.top_k, args.candidates_k, 100 if labelled.any() else 0)
+    scores, indices = search(queries, documents, k, use_faiss=args.use_faiss)
+    ranked = corpus_ids[indices]
+
+    # 4. Submission, metrics when labelled, candidates when asked
+    submission = pd.DataFrame(
+        {
+            "QuestionId_Answer": rows["QuestionId_Answer"],
+            "MisconceptionId": [" ".join(str(int(i)) for i in row[: args.top_k]) for row in ranked],
+        }
+    )
+    output_csv = Path(args.output_csv)
+    with atomic_path(output_csv) as tmp:
+        submission.to_csv(tmp, index=False)
+    print(f"Wrote {len(submission)} rows to {output_csv} ({len(rows) / encode_seconds:.1f} queries/s encoded)")
+    metrics: dict = {}
+    if labelled.any():
+        seen = set(meta["seen_misconception_ids"]) if "seen_misconception_ids" in meta else None
+        actual = rows.loc[labelled, "MisconceptionId"].astype(int).tolist()
+        metrics = retrieval_metrics(actual, ranked[labelled], seen)
+        metrics |= {"unlabelled_rows": int((~labelled).sum()), "misconception_embeddings_cached": cached}
+        write_json(output_csv.with_name(output_csv.stem + "_metrics.json"), metrics)
+        line = f"MAP@25 {metrics['map@25']:.4f}, recall@25 {metrics['recall@25']:.4f} on {len(actual)} rows"
+        if seen is not None:
+            line += (
+                f"; seen {metrics['seen_map@25']:.4f}/{metrics['seen_recall@25']:.4f} "
+                f"({metrics['seen_rows']} rows), unseen {metrics['unseen_map@25']:.4f}/"
+                f"{metrics['unseen_recall@25']:.4f} ({metrics['unseen_rows']} rows)"
+            )
+        print(line)
+    if args.candidates_out:
+        names = misconceptions["MisconceptionName"].to_numpy()
+        top = slice(0, args.candidates_k)
+        candidates = Dataset.from_dict(
+            {
+                "QuestionId_Answer": rows["QuestionId_Answer"].tolist(),
+                "QuestionId": rows["QuestionId"].astype(int).tolist(),
+                "Answer": rows["Answer"].tolist(),
+                "query": query_texts(rows, meta.get("query_template")),
+                "MisconceptionId": [None if pd.isna(i) else int(i) for i in rows["MisconceptionId"]],
+                "candidate_ids": ranked[:, top].tolist(),
+                "candidate_scores": scores[:, top].astype(np.float32).tolist(),
+                "candidate_names": names[indices[:, top]].tolist(),
+            },
+            features=CANDIDATE_FEATURES,
+        )
+        with atomic_path(args.candidates_out, is_dir=True) as tmp:
+            candidates.save_to_disk(str(tmp))
+        print(f"Saved {len(candidates)} rows x {args.candidates_k} candidates to {args.candidates_out}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
