@@ -18,12 +18,15 @@ from pathlib import Path
 import pytest
 from trl import ModelConfig, TrlParser
 
-from misconceptions import ClassifierConfig, ScriptArguments
+from misconceptions import ClassifierConfig, RetrieverConfig, ScriptArguments
 
 from .conftest import REPO, run_script
 
 
-PARSERS = {"map": (ScriptArguments, ClassifierConfig, ModelConfig)}
+PARSERS = {
+    "map": (ScriptArguments, ClassifierConfig, ModelConfig),
+    "eedi": (ScriptArguments, RetrieverConfig, ModelConfig),
+}
 RECIPES = sorted((REPO / "recipes").glob("*/*.yaml"))
 
 
