@@ -477,6 +477,8 @@ def test_lora_gets_its_own_learning_rate(tmp_path):
 
 
 def test_seed_recipes_are_the_seed():
+    from misconceptions.retrieval import NoFalseNegativesBatchSampler
+
     for name in ("exp010", "exp012"):
         parser = TrlParser((ScriptArguments, RetrieverConfig, ModelConfig))
         _, t, m = parser.parse_args_and_config(["--config", str(REPO / "recipes" / "eedi" / f"{name}.yaml")])
@@ -488,6 +490,31 @@ def test_seed_recipes_are_the_seed():
         assert (t.learning_rate, t.lora_learning_rate) == (1e-4, 5e-4)
         assert (t.query_max_length, t.document_max_length) == (144, 256) and t.activation_checkpointing
         assert t.query_prompt.startswith("Instruct: Given a math problem statement") and t.fold == 0
-        assert t.batch_sampler == "no_duplicates" and t.metric_for_best_model == "map@25"
+        assert t.batch_sampler is NoFalseNegativesBatchSampler and t.metric_for_best_model == "map@25"
         assert t.prompts == {"anchor": t.query_prompt} and t.router_mapping["negative_96"] == "document"
     assert t.hard_negatives_dataset == "data/eedi-exp010-fold0-candidates"  # exp012: the second round
+
+
+def test_no_false_negatives_sampler_fills_batches_that_no_duplicates_cannot():
+    """With many negatives per row, NO_DUPLICATES leaves batches nearly empty; the hand-written sampler keeps them full
+    while guaranteeing what the loss needs: distinct positives, and no row's positive among the batch's negatives."""
+    from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
+
+    from misconceptions.retrieval import NoFalseNegativesBatchSampler
+
+    rng = np.random.default_rng(0)
+    names = [f"misconception {i}" for i in range(400)]
+    rows = {"anchor": [f"query {i}" for i in range(300)], "positive": [names[i % 150] for i in range(300)]}
+    for j in range(24):  # random negatives, never the row's own positive (as mined)
+        rows[f"negative_{j + 1}"] = [names[(i % 150 + 1 + k) % 400] for i, k in enumerate(rng.integers(0, 399, 300))]
+    dataset = Dataset.from_dict(rows)
+    args = {"batch_size": 16, "drop_last": False, "generator": torch.Generator(), "seed": 0}
+    ours = list(NoFalseNegativesBatchSampler(dataset, **args))
+    theirs = list(NoDuplicatesBatchSampler(dataset, **args))
+    assert np.mean([len(b) for b in theirs]) < 6 < 14 < np.mean([len(b) for b in ours])
+    assert len(ours) == len(NoFalseNegativesBatchSampler(dataset, **args)) == 19
+    for batch in ours:
+        positives = [rows["positive"][i] for i in batch]
+        negatives = {rows[f"negative_{j + 1}"][i] for i in batch for j in range(24)}
+        assert len(set(positives)) == len(positives) and not set(positives) & negatives
+    assert set().union(*map(set, ours)) <= set(range(300))
