@@ -92,3 +92,27 @@ def test_weighted_loss_matches_manual_cross_entropy():
     expected = (per_row * torch.tensor([1.0, 3.0, 3.0])).sum() / 7.0
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert WeightedLossTrainer.loss_is_scaled_for_ga is False
+
+
+def test_4bit_layers_keep_training_after_an_eval_forward():
+    """bitsandbytes repacks a 4-bit weight for CPU inference on its first eval forward (AVX512-BF16 CPUs) and the
+    repacked kernel has no backward: after the fix, gradients still reach the input once evaluation has run."""
+    import bitsandbytes as bnb
+
+    from misconceptions.model_utils import keep_bnb_cpu_weights_trainable
+
+    torch.manual_seed(0)
+    layer = bnb.nn.Linear4bit(64, 64, bias=False, compute_dtype=torch.float32, quant_type="nf4")
+    layer.weight = bnb.nn.Params4bit(torch.randn(64, 64), requires_grad=False, quant_type="nf4")
+    layer = layer.to("cpu")
+    layer.support_avx512bf16_for_cpu = True  # as bitsandbytes sets it on such CPUs (this one too, if it has them)
+    assert keep_bnb_cpu_weights_trainable(torch.nn.Sequential(layer)) == 1
+    layer.eval()
+    with torch.no_grad():
+        evaluated = layer(torch.ones(2, 64))
+    layer.train()
+    x = torch.ones(2, 64, requires_grad=True)
+    trained = layer(x)
+    trained.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert torch.allclose(evaluated, trained.detach())

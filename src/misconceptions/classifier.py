@@ -39,7 +39,7 @@ from .data import MAP_PROMPT_TEMPLATE, map_prompt
 from .errors import InputError
 from .io_utils import atomic_path, write_json
 from .metrics import map_at_k, map_at_k_from_scores
-from .model_utils import device_map_for_quantized, resolve_model_path
+from .model_utils import device_map_for_quantized, keep_bnb_cpu_weights_trainable, resolve_model_path
 from .tfidf import fit_tfidf_classifier, load_tfidf, save_tfidf, tfidf_probs
 
 
@@ -226,6 +226,7 @@ def load_classifier(model_dir: str) -> Classifier:
             kwargs["device_map"] = device_map_for_quantized()
         base = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(meta["base_model"]), **kwargs)
         model = PeftModel.from_pretrained(base, model_dir)
+        keep_bnb_cpu_weights_trainable(model)  # the same 4-bit kernels as in training: identical scores
     else:
         model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=dtype, use_safetensors=True)
     if torch.cuda.is_available() and not meta.get("quantization"):
@@ -293,6 +294,7 @@ def build_classifier_model(model_args, training_args, id2label: dict[int, str]):
         device_map=device_map_for_quantized() if quantization_config is not None else None,
     )
     model.config.pad_token_id = tokenizer.pad_token_id
+    keep_bnb_cpu_weights_trainable(model)
     peft_config = get_peft_config(model_args)
     if peft_config is not None:
         if peft_config.task_type != "SEQ_CLS":

@@ -95,3 +95,19 @@ def device_map_for_quantized() -> dict | str:
 
         return {"": PartialState().local_process_index}
     return "cpu"
+
+
+def keep_bnb_cpu_weights_trainable(model: torch.nn.Module) -> int:
+    """Stop bitsandbytes repacking 4-bit weights into its CPU inference layout; return the layers changed.
+
+    On CPUs with AVX512-BF16, bitsandbytes (0.50) repacks a `Linear4bit` weight on its first eval-mode forward and
+    never unpacks it: later training steps run through a kernel without a backward pass (no gradient reaches the
+    layers below, so their LoRA weights barely learn) and the in-process scores drift from a reloaded model's.
+    Training and inference then share the standard dequantize path. A no-op without 4-bit layers or on GPUs.
+    """
+    changed = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed

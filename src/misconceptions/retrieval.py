@@ -42,7 +42,7 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 from .errors import InputError
 from .io_utils import atomic_path, write_json
 from .metrics import map_at_k, recall_at_k
-from .model_utils import cache_dir, device_map_for_quantized, resolve_model_path
+from .model_utils import cache_dir, device_map_for_quantized, keep_bnb_cpu_weights_trainable, resolve_model_path
 
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ def build_retriever(model_args, training_args) -> SentenceTransformer:
         modality_config={"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
         module_output_name="token_embeddings",
     )
+    keep_bnb_cpu_weights_trainable(transformer.auto_model)
     tokenizer = transformer.tokenizer
     if tokenizer.pad_token is None:  # decoders often have none; the attention mask keeps it out of pooling
         tokenizer.pad_token = tokenizer.eos_token
@@ -455,6 +456,7 @@ def load_retriever(model_dir: str, device: str | None = None) -> tuple[SentenceT
         model_kwargs["quantization_config"] = BitsAndBytesConfig.from_dict(meta["quantization"])
         model_kwargs["device_map"] = device_map_for_quantized()
     model = SentenceTransformer(str(path), device=device, model_kwargs=model_kwargs or None)
+    keep_bnb_cpu_weights_trainable(model)  # the same 4-bit kernels as in training: identical scores
     model.eval()
     return model, meta
 
