@@ -19,6 +19,16 @@ else
   MAP_MODEL := $(DEMO_DIR)/map-minilm-cpu
   MAP_TRAIN_FLAGS :=
 endif
+# Eedi retrieval runs after MAP, on 4 folds by question (25% held out, as in bench/RESULTS.md).
+EEDI_DATA := $(MISCONCEPTIONS_DATA)/eedi
+ifeq ($(DEMO_FAST),1)
+  EEDI_MODEL := $(DEMO_DIR)/eedi-minilm-cpu-fast
+  EEDI_TRAIN_FLAGS := --max_steps 40 --eval_strategy no --save_strategy steps --save_steps 20 --load_best_model_at_end false
+else
+  EEDI_MODEL := $(DEMO_DIR)/eedi-minilm-cpu
+  EEDI_TRAIN_FLAGS :=
+endif
+.PHONY: demo-eedi
 
 install: $(VENV)/.installed
 
@@ -39,6 +49,7 @@ demo: install $(MAP_MODEL)/train_results.json
 		--output_csv $(DEMO_DIR)/map_submission.csv
 	@echo "== Done. Validation MAP@3 is in $(DEMO_DIR)/map_validation_predictions_metrics.json;"
 	@echo "   the Kaggle submission is $(DEMO_DIR)/map_submission.csv"
+	$(MAKE) --no-print-directory demo-eedi
 
 demo-fast:
 	$(MAKE) demo DEMO_FAST=1
@@ -54,6 +65,26 @@ $(MAP_MODEL)/train_results.json: $(DEMO_DIR)/map/dataset_dict.json
 	$(LAUNCH) scripts/train_classifier.py --config recipes/map/minilm-cpu.yaml \
 		--dataset_name $(DEMO_DIR)/map --output_dir $(MAP_MODEL) $(MAP_TRAIN_FLAGS)
 
+demo-eedi: install $(EEDI_MODEL)/train_results.json
+	@echo "== Eedi [3/3] Retrieving for the held-out fold (MAP@25, recall@25; seen and unseen) and the test file"
+	$(PY) scripts/retrieve.py --model $(EEDI_MODEL) --input_csv $(DEMO_DIR)/eedi/fold0.csv \
+		--misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv --output_csv $(DEMO_DIR)/eedi_fold0_predictions.csv
+	$(PY) scripts/retrieve.py --model $(EEDI_MODEL) --input_csv $(EEDI_DATA)/test.csv \
+		--misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv --output_csv $(DEMO_DIR)/eedi_submission.csv
+	@echo "== Done. Held-out MAP@25/recall@K are in $(DEMO_DIR)/eedi_fold0_predictions_metrics.json;"
+	@echo "   the Kaggle submission is $(DEMO_DIR)/eedi_submission.csv"
+
+$(DEMO_DIR)/eedi/dataset_dict.json: | install
+	@echo "== Eedi [1/3] Building the Eedi dataset from $(EEDI_DATA) (4 folds by QuestionId)"
+	$(PY) data_builders/build_eedi.py --train_csv $(EEDI_DATA)/train.csv \
+		--misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv --output_dir $(DEMO_DIR)/eedi --n_folds 4 --overwrite
+
+# A finished run is reused; a killed one resumes from its last checkpoint.
+$(EEDI_MODEL)/train_results.json: $(DEMO_DIR)/eedi/dataset_dict.json
+	@echo "== Eedi [2/3] Training recipes/eedi/minilm-cpu.yaml on folds 1-3 (about 16 minutes on 2 cores)"
+	$(LAUNCH) scripts/train_retriever.py --config recipes/eedi/minilm-cpu.yaml \
+		--dataset_name $(DEMO_DIR)/eedi --output_dir $(EEDI_MODEL) $(EEDI_TRAIN_FLAGS)
+
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 
@@ -68,8 +99,10 @@ style: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install
+bench: install $(EEDI_MODEL)/train_results.json
 	HF_HUB_OFFLINE=1 $(PY) bench/map_bench.py --data_dir $(MAP_DATA) --output bench/results/map_bench.json
+	HF_HUB_OFFLINE=1 $(PY) bench/eedi_quality.py --dataset $(DEMO_DIR)/eedi --fold 0 --model $(EEDI_MODEL) \
+		--output bench/results/eedi_quality.json
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
