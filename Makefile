@@ -61,7 +61,7 @@ $(DEMO_DIR)/map/dataset_dict.json: | install
 
 # A finished run is reused; a killed one resumes from its last checkpoint.
 $(MAP_MODEL)/train_results.json: $(DEMO_DIR)/map/dataset_dict.json
-	@echo "== [2/3] Training recipes/map/minilm-cpu.yaml (about 20 minutes on 2 cores; DEMO_FAST=1 for a quick look)"
+	@echo "== [2/3] Training recipes/map/minilm-cpu.yaml (about 15 minutes on 2 cores, TF-IDF blend included; DEMO_FAST=1 for a quick look)"
 	$(LAUNCH) scripts/train_classifier.py --config recipes/map/minilm-cpu.yaml \
 		--dataset_name $(DEMO_DIR)/map --output_dir $(MAP_MODEL) $(MAP_TRAIN_FLAGS)
 
