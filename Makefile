@@ -1,5 +1,5 @@
 # misconceptions: `make demo` runs the main job end to end, `make test` runs the tests. Both create .venv first.
-.PHONY: install demo demo-fast test slow_test quality style bench clean-demo
+.PHONY: install demo demo-fast demo-eedi test slow_test quality style bench clean-demo
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,23 +12,19 @@ LAUNCH := $(ACCELERATE) launch --num_processes 1 --num_machines 1 --mixed_precis
 MISCONCEPTIONS_DATA ?= ../shared/data
 MAP_DATA := $(MISCONCEPTIONS_DATA)/map
 DEMO_DIR ?= data/demo
-ifeq ($(DEMO_FAST),1)
-  MAP_MODEL := $(DEMO_DIR)/map-minilm-cpu-fast
-  MAP_TRAIN_FLAGS := --max_steps 150 --eval_strategy no --save_strategy steps --save_steps 50 --load_best_model_at_end false
-else
-  MAP_MODEL := $(DEMO_DIR)/map-minilm-cpu
-  MAP_TRAIN_FLAGS :=
-endif
 # Eedi retrieval runs after MAP, on 4 folds by question (25% held out, as in bench/RESULTS.md).
 EEDI_DATA := $(MISCONCEPTIONS_DATA)/eedi
 ifeq ($(DEMO_FAST),1)
+  MAP_MODEL := $(DEMO_DIR)/map-minilm-cpu-fast
+  MAP_TRAIN_FLAGS := --max_steps 150 --eval_strategy no --save_strategy steps --save_steps 50 --load_best_model_at_end false
   EEDI_MODEL := $(DEMO_DIR)/eedi-minilm-cpu-fast
   EEDI_TRAIN_FLAGS := --max_steps 40 --eval_strategy no --save_strategy steps --save_steps 20 --load_best_model_at_end false
 else
+  MAP_MODEL := $(DEMO_DIR)/map-minilm-cpu
+  MAP_TRAIN_FLAGS :=
   EEDI_MODEL := $(DEMO_DIR)/eedi-minilm-cpu
   EEDI_TRAIN_FLAGS :=
 endif
-.PHONY: demo-eedi
 
 install: $(VENV)/.installed
 
