@@ -29,44 +29,16 @@ Usage:
 
 import argparse
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from datasets import Dataset, Features, Sequence, Value
 
-from misconceptions import (
-    InputError,
-    atomic_path,
-    cli_entry,
-    load_retriever,
-    pivot_wrong_answers,
-    query_texts,
-    read_misconceptions_csv,
-    read_questions_csv,
-    retrieval_metrics,
-    search,
-    write_json,
-)
+from misconceptions import InputError, atomic_path, cli_entry, retrieval_metrics, write_json
 from misconceptions.hub import resolve_model_dir
-from misconceptions.retrieval import cached_document_embeddings, encode_queries
+from misconceptions.retrieval import retrieve_candidates, save_candidates, submission_frame
 
 
 logger = logging.getLogger(__name__)
-
-CANDIDATE_FEATURES = Features(
-    {
-        "QuestionId_Answer": Value("string"),
-        "QuestionId": Value("int64"),
-        "Answer": Value("string"),
-        "query": Value("string"),
-        "MisconceptionId": Value("int64"),
-        "candidate_ids": Sequence(Value("int64")),
-        "candidate_scores": Sequence(Value("float32")),
-        "candidate_names": Sequence(Value("string")),
-    }
-)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -93,50 +65,36 @@ def main(argv=None) -> dict:
     if Path(args.output_csv).is_dir():
         raise InputError(f"{args.output_csv} is a folder; --output_csv must be a file path")
 
-    # 1. Validate the inputs before loading the model: every id must be in the mapping, letters A-D
-    misconceptions = read_misconceptions_csv(args.misconceptions_csv)
-    questions = read_questions_csv(args.input_csv, misconception_ids=set(misconceptions["MisconceptionId"]))
-    rows = pivot_wrong_answers(questions, misconceptions)
-    labelled = rows["MisconceptionId"].notna().to_numpy()
-
-    # 2. Encode the misconceptions (cached) and the queries, with the model's own prompt and query format
+    # 1-3. Validate the inputs (before loading the model), encode (misconceptions cached), exact search
     model_dir = resolve_model_dir(args.model)
-    model, meta = load_retriever(model_dir)
-    corpus_ids = misconceptions["MisconceptionId"].to_numpy()
-    documents, cached = cached_document_embeddings(
-        model,
+    k = max(args.top_k, args.candidates_k, 100)
+    candidates, meta, info = retrieve_candidates(
         model_dir,
-        misconceptions["MisconceptionName"].tolist(),
+        args.input_csv,
         args.misconceptions_csv,
-        args.batch_size,
-        args.cache_dir,
+        k,
+        batch_size=args.batch_size,
+        use_faiss=args.use_faiss,
+        embedding_cache=args.cache_dir,
     )
-    started = time.perf_counter()
-    queries = encode_queries(model, query_texts(rows, meta.get("query_template")), args.batch_size)
-    encode_seconds = time.perf_counter() - started
-
-    # 3. Exact search over every misconception
-    k = max(args.top_k, args.candidates_k, 100 if labelled.any() else 0)
-    scores, indices = search(queries, documents, k, use_faiss=args.use_faiss)
-    ranked = corpus_ids[indices]
+    labelled_input = candidates["MisconceptionId"].notna().to_numpy()
+    ranked = np.stack([np.asarray(ids) for ids in candidates["candidate_ids"]])
 
     # 4. Submission, metrics when labelled, candidates when asked
-    submission = pd.DataFrame(
-        {
-            "QuestionId_Answer": rows["QuestionId_Answer"],
-            "MisconceptionId": [" ".join(str(int(i)) for i in row[: args.top_k]) for row in ranked],
-        }
-    )
+    submission = submission_frame(candidates["QuestionId_Answer"].tolist(), ranked, args.top_k)
     output_csv = Path(args.output_csv)
     with atomic_path(output_csv) as tmp:
         submission.to_csv(tmp, index=False)
-    print(f"Wrote {len(submission)} rows to {output_csv} ({len(rows) / encode_seconds:.1f} queries/s encoded)")
+    print(f"Wrote {len(submission)} rows to {output_csv} ({info['queries_per_second']:.1f} queries/s encoded)")
     metrics: dict = {}
-    if labelled.any():
+    if labelled_input.any():
         seen = set(meta["seen_misconception_ids"]) if "seen_misconception_ids" in meta else None
-        actual = rows.loc[labelled, "MisconceptionId"].astype(int).tolist()
-        metrics = retrieval_metrics(actual, ranked[labelled], seen)
-        metrics |= {"unlabelled_rows": int((~labelled).sum()), "misconception_embeddings_cached": cached}
+        actual = candidates.loc[labelled_input, "MisconceptionId"].astype(int).tolist()
+        metrics = retrieval_metrics(actual, ranked[labelled_input], seen)
+        metrics |= {
+            "unlabelled_rows": int((~labelled_input).sum()),
+            "misconception_embeddings_cached": info["embeddings_cached"],
+        }
         write_json(output_csv.with_name(output_csv.stem + "_metrics.json"), metrics)
         line = f"MAP@25 {metrics['map@25']:.4f}, recall@25 {metrics['recall@25']:.4f} on {len(actual)} rows"
         if seen is not None:
@@ -147,24 +105,11 @@ def main(argv=None) -> dict:
             )
         print(line)
     if args.candidates_out:
-        names = misconceptions["MisconceptionName"].to_numpy()
-        top = slice(0, args.candidates_k)
-        candidates = Dataset.from_dict(
-            {
-                "QuestionId_Answer": rows["QuestionId_Answer"].tolist(),
-                "QuestionId": rows["QuestionId"].astype(int).tolist(),
-                "Answer": rows["Answer"].tolist(),
-                "query": query_texts(rows, meta.get("query_template")),
-                "MisconceptionId": [None if pd.isna(i) else int(i) for i in rows["MisconceptionId"]],
-                "candidate_ids": ranked[:, top].tolist(),
-                "candidate_scores": scores[:, top].astype(np.float32).tolist(),
-                "candidate_names": names[indices[:, top]].tolist(),
-            },
-            features=CANDIDATE_FEATURES,
-        )
-        with atomic_path(args.candidates_out, is_dir=True) as tmp:
-            candidates.save_to_disk(str(tmp))
-        print(f"Saved {len(candidates)} rows x {args.candidates_k} candidates to {args.candidates_out}")
+        top = candidates.copy()
+        for column in ("candidate_ids", "candidate_scores", "candidate_names"):
+            top[column] = [row[: args.candidates_k] for row in top[column]]
+        save_candidates(top, args.candidates_out)
+        print(f"Saved {len(top)} rows x {args.candidates_k} candidates to {args.candidates_out}")
     return metrics
 
 

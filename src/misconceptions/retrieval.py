@@ -370,7 +370,12 @@ def _negatives_from_candidates(
 def load_candidates(path: str) -> pd.DataFrame:
     from .data import load_dataset_any
 
-    candidates = load_dataset_any(path)
+    try:
+        candidates = load_dataset_any(path)
+    except (ConnectionError, FileNotFoundError) as err:  # offline or a wrong Hub id: one clear line
+        raise InputError(
+            f"{path}: candidates not found, neither a local folder nor a reachable Hub dataset ({err})"
+        ) from None
     if hasattr(candidates, "keys"):  # a DatasetDict: the candidates are its only (or "train") split
         candidates = candidates["train"] if "train" in candidates else next(iter(candidates.values()))
     frame = candidates.to_pandas()
@@ -518,3 +523,84 @@ def finalize_retriever(
         trainer, training_args, commit_message=f"Eedi retriever, eval MAP@25 {metrics.get('eval_map@25', 0):.4f}"
     )
     return metrics
+
+
+def retrieve_candidates(
+    model_dir: str,
+    input_csv: str,
+    misconceptions_csv: str,
+    k: int,
+    batch_size: int = 64,
+    use_faiss: bool = False,
+    embedding_cache: str | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
+    """Retrieve the top `k` misconceptions for every wrong answer of an Eedi question CSV.
+
+    Inputs are validated before the model loads. Returns (candidates, the model's metadata, run info): one row per
+    wrong answer with QuestionId_Answer, QuestionId, Answer, query, MisconceptionId (None when unlabelled) and the
+    candidate_ids/candidate_scores/candidate_names lists, best first: `retrieve.py --candidates_out`'s schema.
+    """
+    import time
+
+    from .eedi import pivot_wrong_answers, query_texts, read_misconceptions_csv, read_questions_csv
+
+    misconceptions = read_misconceptions_csv(misconceptions_csv)
+    questions = read_questions_csv(input_csv, misconception_ids=set(misconceptions["MisconceptionId"]))
+    rows = pivot_wrong_answers(questions, misconceptions)
+    model, meta = load_retriever(model_dir)
+    documents, cached = cached_document_embeddings(
+        model, model_dir, misconceptions["MisconceptionName"].tolist(), misconceptions_csv, batch_size, embedding_cache
+    )
+    queries_text = query_texts(rows, meta.get("query_template"))
+    started = time.perf_counter()
+    queries = encode_queries(model, queries_text, batch_size)
+    encode_seconds = time.perf_counter() - started
+    scores, indices = search(queries, documents, k, use_faiss=use_faiss)
+    ids = misconceptions["MisconceptionId"].to_numpy()
+    names = misconceptions["MisconceptionName"].to_numpy()
+    candidates = pd.DataFrame(
+        {
+            "QuestionId_Answer": rows["QuestionId_Answer"].to_numpy(),
+            "QuestionId": rows["QuestionId"].astype(int).to_numpy(),
+            "Answer": rows["Answer"].to_numpy(),
+            "query": queries_text,
+            "MisconceptionId": [None if pd.isna(i) else int(i) for i in rows["MisconceptionId"]],
+            "candidate_ids": [[int(i) for i in row] for row in ids[indices]],
+            "candidate_scores": list(scores.astype(np.float32)),
+            "candidate_names": [list(row) for row in names[indices]],
+        }
+    )
+    info = {"queries_per_second": len(rows) / max(encode_seconds, 1e-9), "embeddings_cached": cached}
+    return candidates, meta, info
+
+
+def save_candidates(candidates: pd.DataFrame, path: str) -> None:
+    """Save a candidates frame as a dataset folder (atomically): the reranker's input and second-round negatives."""
+    from datasets import Features, Sequence, Value
+
+    features = Features(
+        {
+            "QuestionId_Answer": Value("string"),
+            "QuestionId": Value("int64"),
+            "Answer": Value("string"),
+            "query": Value("string"),
+            "MisconceptionId": Value("int64"),
+            "candidate_ids": Sequence(Value("int64")),
+            "candidate_scores": Sequence(Value("float32")),
+            "candidate_names": Sequence(Value("string")),
+        }
+    )
+    columns = list(features)
+    data = {c: candidates[c].tolist() for c in columns}
+    data["candidate_scores"] = [np.asarray(s, dtype=np.float32).tolist() for s in candidates["candidate_scores"]]
+    data["MisconceptionId"] = [None if pd.isna(i) else int(i) for i in candidates["MisconceptionId"]]
+    dataset = Dataset.from_dict(data, features=features)
+    with atomic_path(path, is_dir=True) as tmp:
+        dataset.save_to_disk(str(tmp))
+
+
+def submission_frame(keys: list[str], ranked: np.ndarray, top_k: int = TOP_K) -> pd.DataFrame:
+    """The Kaggle submission: QuestionId_Answer and the top ids, space-separated, best first."""
+    return pd.DataFrame(
+        {"QuestionId_Answer": keys, "MisconceptionId": [" ".join(str(int(i)) for i in row[:top_k]) for row in ranked]}
+    )
