@@ -16,9 +16,10 @@
 from pathlib import Path
 
 import pytest
+import yaml
 from trl import ModelConfig, TrlParser
 
-from misconceptions import ClassifierConfig, RetrieverConfig, ScriptArguments
+from misconceptions import ClassifierConfig, RerankerConfig, RetrieverConfig, ScriptArguments
 
 from .conftest import REPO, run_script
 
@@ -27,11 +28,14 @@ PARSERS = {
     "map": (ScriptArguments, ClassifierConfig, ModelConfig),
     "eedi": (ScriptArguments, RetrieverConfig, ModelConfig),
 }
+RERANKER_PARSER = (ScriptArguments, RerankerConfig, ModelConfig)
 RECIPES = sorted((REPO / "recipes").glob("*/*.yaml"))
 
 
 def parser_for(recipe: Path):
     types = PARSERS.get(recipe.parent.name)
+    if recipe.parent.name == "eedi" and "reranker_type" in yaml.safe_load(recipe.read_text()):
+        types = RERANKER_PARSER  # scripts/train_reranker.py's recipes
     if types is None:
         pytest.fail(f"no parser registered for recipes/{recipe.parent.name}/")
     return TrlParser(types)

@@ -30,7 +30,7 @@ from .classifier import (
     rank_dataframe,
     texts_for,
 )
-from .configs import ClassifierConfig, RetrieverConfig, ScriptArguments, parse_config
+from .configs import ClassifierConfig, RerankerConfig, RetrieverConfig, ScriptArguments, parse_config
 from .data import (
     MAP_PROMPT_TEMPLATE,
     build_map_dataset,
@@ -81,6 +81,7 @@ __all__ = [
     "InputError",
     "LabelRanker",
     "MisconceptionRetrievalEvaluator",
+    "RerankerConfig",
     "RetrieverConfig",
     "ScriptArguments",
     "WeightedLossTrainer",

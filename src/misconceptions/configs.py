@@ -197,6 +197,73 @@ class RetrieverConfig(SentenceTransformerTrainingArguments):
         super().__post_init__()
 
 
+@dataclass
+class RerankerConfig(trl.SFTConfig):
+    """SFTConfig (the listwise reranker's trainer) plus the reranker's own settings; the pointwise cross-encoder
+    gets the same training settings as CrossEncoderTrainingArguments."""
+
+    reranker_type: str = field(
+        default="listwise",
+        metadata={
+            "help": "'listwise': a causal LM names the right candidate (TRL SFT); 'pointwise': a cross-encoder."
+        },
+    )
+    candidates: str | None = field(
+        default=None,
+        metadata={"help": "Candidates from scripts/retrieve.py --candidates_out (every row of the dataset)."},
+    )
+    fold: int = field(default=0, metadata={"help": "Held-out fold (the dataset's `fold` column); -1 trains on all."})
+    num_candidates: int = field(
+        default=20, metadata={"help": "Listwise: candidates per training prompt (the gold one inserted if missed)."}
+    )
+    num_negatives: int = field(
+        default=7, metadata={"help": "Pointwise: hard negatives per query, the top wrong candidates."}
+    )
+    in_batch_negatives: int = field(
+        default=1, metadata={"help": "Pointwise: extra random negatives per query from the batch (at least 1)."}
+    )
+    rerank_top_k: int = field(default=25, metadata={"help": "Candidates reranked at inference; the rest follow."})
+    window: int = field(default=20, metadata={"help": "Listwise: candidates per prompt at inference."})
+    stride: int = field(default=10, metadata={"help": "Listwise: step between sliding windows (<= window)."})
+    blend_weight: float = field(
+        default=0.0,
+        metadata={"help": "Final score: (1 - w) * reranker log-prob + w * retriever log-prob (0: reranker only)."},
+    )
+    retriever_scale: float = field(
+        default=20.0, metadata={"help": "Scale turning the retriever's cosine scores into log-probs for the blend."}
+    )
+    final_eval: bool = field(
+        default=True, metadata={"help": "Rerank the held-out fold after training (MAP@25 before and after)."}
+    )
+    final_eval_max_rows: int | None = field(
+        default=None, metadata={"help": "Rerank at most this many held-out rows after training (unset: all)."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow training into an output_dir that already holds a finished run."}
+    )
+
+    def __post_init__(self):
+        from .rerank import RERANKER_TYPES
+
+        if self.reranker_type not in RERANKER_TYPES:
+            raise ValueError(f"reranker_type must be one of {RERANKER_TYPES}, got '{self.reranker_type}'")
+        if not 0.0 <= self.blend_weight <= 1.0:
+            raise ValueError(f"blend_weight must be between 0 and 1, got {self.blend_weight}")
+        if self.num_candidates < 2 or self.num_candidates > 26:
+            raise ValueError(f"num_candidates must be between 2 and 26 (lettered A-Z), got {self.num_candidates}")
+        if self.window < 2 or self.window > 26 or not 1 <= self.stride <= self.window:
+            raise ValueError(f"need 2 <= window <= 26 and 1 <= stride <= window, got {self.window}/{self.stride}")
+        if min(self.num_negatives, self.in_batch_negatives, self.rerank_top_k) < 1:
+            raise ValueError("num_negatives, in_batch_negatives and rerank_top_k must be at least 1")
+        if self.fold < -1:
+            raise ValueError(f"fold must be -1 (train on every fold) or a fold id >= 0, got {self.fold}")
+        if self.fold == -1 and (self.eval_strategy != "no" or self.load_best_model_at_end):
+            self.eval_strategy, self.load_best_model_at_end = "no", False
+        if self.reranker_type == "listwise":
+            self.completion_only_loss = True if self.completion_only_loss is None else self.completion_only_loss
+        super().__post_init__()
+
+
 def parse_config(parser) -> tuple:
     """`parser.parse_args_and_config()` with recipe errors (missing file, unknown or bad key) as one clear line."""
     import sys

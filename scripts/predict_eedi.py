@@ -1,0 +1,82 @@
+# Copyright 2026 The misconceptions authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The whole Eedi inference pipeline in one command: retrieve candidates for every wrong answer, rerank them, write
+the Kaggle submission (and with labelled input, MAP@25/recall@25 before and after reranking).
+
+Usage:
+
+    python scripts/predict_eedi.py --retriever data/eedi-minilm-cpu --reranker data/eedi-reranker-minilm-cpu \
+        --input_csv ../shared/data/eedi/test.csv --misconceptions_csv ../shared/data/eedi/misconception_mapping.csv \
+        --output_csv data/eedi_submission.csv [--candidates_k 100] [--window 20 --stride 10]
+"""
+
+import argparse
+import logging
+from pathlib import Path
+
+from misconceptions import InputError, cli_entry
+from misconceptions.hub import resolve_model_dir
+from misconceptions.rerank import (
+    add_rerank_arguments,
+    check_rerank_arguments,
+    load_reranker,
+    rerank_frame,
+    write_rerank_outputs,
+)
+from misconceptions.retrieval import retrieve_candidates
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--retriever", required=True, help="folder written by train_retriever.py, or a Hub model id")
+    parser.add_argument("--reranker", required=True, help="folder written by train_reranker.py, or a Hub model id")
+    parser.add_argument("--input_csv", required=True, help="Eedi questions, test.csv layout (train.csv adds scoring)")
+    parser.add_argument("--misconceptions_csv", required=True, help="misconception_mapping.csv (id, name)")
+    parser.add_argument("--output_csv", required=True, help="where the submission CSV is written")
+    parser.add_argument("--candidates_k", type=int, default=100, help="candidates retrieved per row (default 100)")
+    add_rerank_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@cli_entry
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(name)s - %(message)s")
+    check_rerank_arguments(args)
+    if args.candidates_k < 25:
+        raise InputError(f"--candidates_k must be at least 25 (the submission's length), got {args.candidates_k}")
+    output_csv = Path(args.output_csv)
+    if output_csv.is_dir():
+        raise InputError(f"{args.output_csv} is a folder; --output_csv must be a file path")
+    reranker_dir = resolve_model_dir(args.reranker)  # fail on a wrong reranker before the retrieval work
+    candidates, _, info = retrieve_candidates(
+        resolve_model_dir(args.retriever), args.input_csv, args.misconceptions_csv, args.candidates_k
+    )
+    print(f"Retrieved {args.candidates_k} candidates for {len(candidates)} rows ({info['queries_per_second']:.1f}/s)")
+    reranker = load_reranker(reranker_dir)
+    ranked = rerank_frame(
+        reranker,
+        candidates,
+        top_k=args.rerank_top_k,
+        window=args.window,
+        stride=args.stride,
+        blend_weight=args.blend_weight,
+        batch_size=args.batch_size,
+    )
+    seen = set(reranker.meta["seen_misconception_ids"]) if "seen_misconception_ids" in reranker.meta else None
+    return write_rerank_outputs(candidates, ranked, output_csv, seen)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,469 @@
+# Copyright 2026 The misconceptions authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Eedi reranking on the packaged models: SFT label masking, the option-logit scorer on a model trained for a few
+steps, sliding windows, prompt-length handling, the pointwise and listwise scripts end to end (train_reranker.py,
+rerank.py, predict_eedi.py), and bad input."""
+
+import itertools
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from datasets import load_from_disk
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from trl import SFTConfig, SFTTrainer
+
+from misconceptions import InputError, resolve_model_path
+from misconceptions.rerank import (
+    OPTION_LABELS,
+    RERANKER_META,
+    Reranker,
+    attach_folds,
+    fit_candidates,
+    listwise_messages,
+    listwise_sft_rows,
+    option_token_ids,
+    prompt_ids,
+    read_candidates,
+    rerank_listwise,
+    window_starts,
+)
+
+from .conftest import REPO, run_script
+from .test_eedi_data import write_small_eedi
+
+
+POINTWISE = REPO / "recipes" / "eedi" / "reranker-minilm-cpu.yaml"
+LISTWISE = REPO / "recipes" / "eedi" / "reranker-smollm2-cpu.yaml"
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    path = resolve_model_path("builtin:SmolLM2-135M-Instruct")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return path, tokenizer
+
+
+@pytest.fixture(scope="module")
+def eedi(tmp_path_factory):
+    """16 real questions (2 folds), a 96-misconception mapping, and zero-shot MiniLM candidates for every row."""
+    folder = tmp_path_factory.mktemp("rerank")
+    train_csv, mapping_csv = write_small_eedi(folder / "csv")
+    run_script(
+        "data_builders/build_eedi.py",
+        "--train_csv",
+        str(train_csv),
+        "--misconceptions_csv",
+        str(mapping_csv),
+        "--output_dir",
+        str(folder / "eedi"),
+    )
+    run_script(
+        "scripts/retrieve.py",
+        "--model",
+        resolve_model_path("builtin:all-MiniLM-L6-v2"),
+        "--input_csv",
+        str(train_csv),
+        "--misconceptions_csv",
+        str(mapping_csv),
+        "--output_csv",
+        str(folder / "retrieved.csv"),
+        "--candidates_out",
+        str(folder / "candidates"),
+        "--candidates_k",
+        "30",
+    )
+    return {"dataset": folder / "eedi", "candidates": folder / "candidates", "csv": train_csv, "mapping": mapping_csv}
+
+
+def _frame(n_rows: int, n_candidates: int, gold_at: int = 0) -> tuple[pd.DataFrame, dict[int, str]]:
+    names = {i: f"Misconception number {i} about fractions" for i in range(100)}
+    rows = {
+        "query": [f"Question {r}: what is 1/2 + 1/3?" for r in range(n_rows)],
+        "candidate_ids": [list(range(r, r + n_candidates)) for r in range(n_rows)],
+        "MisconceptionId": [r + gold_at for r in range(n_rows)],
+    }
+    frame = pd.DataFrame(rows)
+    frame["candidate_names"] = [[names[i] for i in ids] for ids in frame["candidate_ids"]]
+    return frame, names
+
+
+# --- windows and prompt lengths ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("n", "window", "stride"), [(25, 20, 10), (50, 20, 10), (7, 3, 3), (100, 20, 7), (5, 20, 5)])
+def test_windows_and_strides_cover_every_candidate(n, window, stride):
+    starts = window_starts(n, window, stride)
+    covered = set()
+    for start in starts:
+        covered |= set(range(start, min(start + window, n)))
+    assert covered == set(range(n)) and starts[-1] == 0  # every candidate scored; the last window is the top
+    assert starts == sorted(starts, reverse=True)  # back to front, so good candidates climb
+    assert all(a - b <= stride for a, b in itertools.pairwise(starts))  # consecutive windows overlap
+    if n <= window:
+        assert starts == [0]  # a window larger than the list: one window over all of it
+
+
+def test_bad_windows_fail_clearly():
+    with pytest.raises(InputError, match="larger than window"):
+        window_starts(30, 5, 6)
+    with pytest.raises(InputError, match="window must be >= 2"):
+        window_starts(30, 1, 1)
+
+
+def test_long_prompts_drop_candidates_never_the_question(smollm2, caplog):
+    _, tokenizer = smollm2
+    query = "<Question> " + "What is 3/4 of 48? " * 10
+    names = [f"Believes that candidate {i} is a long description of a misconception " * 2 for i in range(20)]
+    full = len(prompt_ids(tokenizer, listwise_messages(query, names)))
+    kept = fit_candidates(tokenizer, query, names, max_length=full // 2)
+    assert 1 <= kept < 20
+    assert len(prompt_ids(tokenizer, listwise_messages(query, names[:kept]))) + 2 <= full // 2
+    assert len(prompt_ids(tokenizer, listwise_messages(query, names[: kept + 1]))) + 2 > full // 2
+    assert fit_candidates(tokenizer, query, names, max_length=40) == 0  # the query alone does not fit
+    # Training rows: the gold candidate survives the cut, and the cut is reported.
+    frame = pd.DataFrame(
+        {"query": [query], "candidate_ids": [list(range(20))], "candidate_names": [names], "MisconceptionId": [19]}
+    )
+    with caplog.at_level(logging.WARNING):
+        rows, truncated = listwise_sft_rows(frame, dict(enumerate(names)), 20, tokenizer, full // 2, seed=0)
+    content = rows[0]["prompt"][0]["content"]
+    assert truncated == 1 and "1 of 1 rows lost candidates" in caplog.text and query in content
+    letter = rows[0]["completion"][0]["content"]
+    assert f"{letter}. {names[19]}" in content
+    # A row whose query alone is too long is left out of training, and counted.
+    rows, dropped = listwise_sft_rows(frame, dict(enumerate(names)), 20, tokenizer, 40, seed=0)
+    assert len(rows) == 0 and dropped == 1
+
+
+# --- SFT labels ----------------------------------------------------------------------------------------------------
+def test_sft_labels_mask_every_prompt_token_and_keep_the_completion(smollm2, tmp_path):
+    path, tokenizer = smollm2
+    frame, names = _frame(6, 8, gold_at=3)
+    rows, _ = listwise_sft_rows(frame, names, 8, tokenizer, max_length=512, seed=0)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    args = SFTConfig(
+        output_dir=str(tmp_path), max_length=512, completion_only_loss=True, report_to="none", use_cpu=True, bf16=False
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
+    letters = option_token_ids(tokenizer, len(OPTION_LABELS))
+    for raw, tokenized in zip(rows, trainer.train_dataset, strict=True):
+        prompt = prompt_ids(tokenizer, raw["prompt"])
+        ids, labels = tokenized["input_ids"], tokenized["labels"]
+        assert ids[: len(prompt)] == prompt  # the scorer's prompt is exactly the trained one
+        assert labels[: len(prompt)] == [-100] * len(prompt)  # every prompt token masked
+        assert labels[len(prompt) :] == ids[len(prompt) :] and len(ids) > len(prompt)  # the completion kept
+        letter = raw["completion"][0]["content"]
+        assert ids[len(prompt)] == letters[OPTION_LABELS.index(letter)]  # the first learned token is the letter
+        batch = trainer.data_collator([tokenized])  # and the collator hands the model these labels
+        assert batch["labels"][0].tolist() == labels
+
+
+# --- option-logit scorer -------------------------------------------------------------------------------------------
+def test_option_logit_scorer_ranks_a_planted_candidate_first(smollm2, tmp_path):
+    """A few SFT steps teach SmolLM2 to pick the line marked PLANTED; the scorer must then put it first from any
+    position, including one the first window does not see (it climbs through the sliding windows)."""
+    path, tokenizer = smollm2
+    set_seed(0)
+    rng = np.random.default_rng(0)
+    distractors = [f"Confuses {w} with {v}" for w in ("area", "perimeter", "volume", "mass") for v in ("sum", "mean")]
+    planted = "PLANTED: this is the right misconception"
+    prompts, completions = [], []
+    for i in range(48):
+        options = list(rng.choice(distractors, 5, replace=False))
+        at = i % 6
+        options.insert(at, planted)
+        prompts.append(listwise_messages(f"<Question> item {i}", options))
+        completions.append([{"role": "assistant", "content": OPTION_LABELS[at]}])
+    from datasets import Dataset
+
+    rows = Dataset.from_dict({"prompt": prompts, "completion": completions})
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    args = SFTConfig(
+        output_dir=str(tmp_path),
+        max_length=256,
+        completion_only_loss=True,
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        per_device_train_batch_size=8,
+        max_steps=12,
+        learning_rate=2e-4,
+        logging_steps=4,
+        save_strategy="no",
+        seed=0,
+    )
+    SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer).train()
+    model.eval()
+    reranker = Reranker("listwise", model, tokenizer, {"max_length": 256})
+    names = [distractors[j % len(distractors)] for j in range(11)]
+    for position in (0, 4, 10):
+        candidates = names[:position] + [planted] + names[position:]
+        flat = [np.zeros(len(candidates))]
+        order = rerank_listwise(reranker, ["<Question> new item"], [candidates], flat, window=6, stride=3)[0]
+        assert sorted(order.tolist()) == list(range(len(candidates)))  # a permutation: nothing lost or repeated
+        assert candidates[order[0]] == planted, (position, [candidates[j] for j in order[:3]])
+
+
+# --- candidates: bad input ------------------------------------------------------------------------------------------
+def _write_candidates(path, **overrides):
+    from datasets import Dataset
+
+    data = {
+        "QuestionId_Answer": ["1_A", "1_B"],
+        "query": ["q1", "q2"],
+        "MisconceptionId": [1, 2],
+        "candidate_ids": [[1, 2, 3], [2, 3, 1]],
+        "candidate_scores": [[0.9, 0.5, 0.1], [0.8, 0.4, 0.2]],
+        "candidate_names": [["a", "b", "c"], ["b", "c", "a"]],
+    } | overrides
+    Dataset.from_dict(data).save_to_disk(str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"candidate_ids": [[1, 2, 99], [2, 3, 1]]}, "row 1_A references misconception ids not in the mapping: [99]"),
+        (
+            {
+                "candidate_ids": [[1, 2, 3], []],
+                "candidate_scores": [[0.9, 0.5, 0.1], []],
+                "candidate_names": [["a", "b", "c"], []],
+            },
+            "empty candidate list (e.g. 1_B)",
+        ),
+        ({"MisconceptionId": [1, 77]}, "rows 1_B are labelled with unknown misconception ids"),
+        ({"candidate_scores": [[0.9, 0.5], [0.8, 0.4, 0.2]]}, "differ in length in rows 1_A"),
+    ],
+)
+def test_bad_candidates_fail_naming_the_row(tmp_path, overrides, needle):
+    path = _write_candidates(tmp_path / "c", **overrides)
+    with pytest.raises(InputError) as err:
+        read_candidates(str(path), {1: "a", 2: "b", 3: "c"})
+    assert needle in str(err.value) and str(path) in str(err.value)
+
+
+def test_candidates_from_other_data_fail_and_unlabelled_rows_are_left_out():
+    pairs = pd.DataFrame({"QuestionId_Answer": ["1_A", "1_B"], "MisconceptionId": [1, 2], "fold": [0, 1]})
+    candidates = pd.DataFrame(
+        {"QuestionId_Answer": ["1_A", "1_B", "9_C"], "MisconceptionId": [1, 2, None], "candidate_ids": [[1]] * 3}
+    )
+    joined = attach_folds(candidates, pairs, "cands")
+    assert joined["QuestionId_Answer"].tolist() == ["1_A", "1_B"] and joined["fold"].tolist() == [0, 1]
+    candidates.loc[2, "MisconceptionId"] = 5  # a labelled row the dataset does not have: different data
+    with pytest.raises(InputError, match="cands: 1 labelled candidate rows are not in the dataset"):
+        attach_folds(candidates, pairs, "cands")
+
+
+def test_missing_column_and_path_fail(tmp_path):
+    from datasets import Dataset
+
+    Dataset.from_dict({"QuestionId_Answer": ["1_A"], "candidate_ids": [[1]]}).save_to_disk(str(tmp_path / "c"))
+    with pytest.raises(InputError, match="lack column 'query'"):
+        read_candidates(str(tmp_path / "c"))
+    with pytest.raises((InputError, FileNotFoundError)):
+        read_candidates(str(tmp_path / "missing"))
+
+
+# --- scripts end to end ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pointwise_run(eedi, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "pointwise"
+    run_script(
+        "scripts/train_reranker.py",
+        "--config",
+        str(POINTWISE),
+        "--dataset_name",
+        str(eedi["dataset"]),
+        "--candidates",
+        str(eedi["candidates"]),
+        "--output_dir",
+        str(out),
+        "--model_name_or_path",
+        "builtin:all-MiniLM-L6-v2",  # the recipe starts from a trained retriever; the packaged model stands in
+        "--max_steps",
+        "3",
+        "--per_device_train_batch_size",
+        "8",
+        "--num_negatives",
+        "3",
+        "--logging_steps",
+        "1",
+    )
+    return out
+
+
+def test_pointwise_trains_and_reranks_the_held_out_fold(pointwise_run, eedi, tmp_path):
+    out = pointwise_run
+    for name in ("model.safetensors", "README.md", RERANKER_META, "eval_results.json", "eval_predictions.csv"):
+        assert (out / name).is_file(), name
+    meta = json.loads((out / RERANKER_META).read_text())
+    assert meta["reranker_type"] == "pointwise" and meta["blend_weight"] == 0.3
+    results = json.loads((out / "eval_results.json").read_text())
+    train = load_from_disk(str(eedi["dataset"]))["train"].to_pandas()
+    assert results["eval_rows"] == (train["fold"] == 0).sum()
+    # rerank.py on the same candidates reports the training script's figures and writes a 25-id submission.
+    held_out = tmp_path / "held_out"
+    candidates = load_from_disk(str(eedi["candidates"]))
+    keys = set(train.loc[train["fold"] == 0, "QuestionId_Answer"])
+    candidates.filter(lambda row: row["QuestionId_Answer"] in keys).save_to_disk(str(held_out))
+    proc = run_script(
+        "scripts/rerank.py",
+        "--model",
+        str(out),
+        "--candidates",
+        str(held_out),
+        "--output_csv",
+        str(tmp_path / "reranked.csv"),
+        "--misconceptions_csv",
+        str(eedi["mapping"]),
+    )
+    metrics = json.loads((tmp_path / "reranked_metrics.json").read_text())
+    for key in ("reranked_map@25", "retriever_map@25", "unseen_reranked_map@25", "reranked_recall@25"):
+        assert metrics[key] == pytest.approx(results[f"eval_{key}"], abs=1e-6), key
+    assert "after reranking" in proc.stdout
+    sub = pd.read_csv(tmp_path / "reranked.csv", dtype=str)
+    assert len(sub) == len(keys) and all(len(ids.split()) == 25 for ids in sub["MisconceptionId"])
+    # The reranker reorders within the top 25 only: the same 25 ids as the retriever, in its own order.
+    retrieved = {
+        k: set(ids[:25]) for k, ids in zip(candidates["QuestionId_Answer"], candidates["candidate_ids"], strict=True)
+    }
+    for key, ids in zip(sub["QuestionId_Answer"], sub["MisconceptionId"], strict=True):
+        assert {int(i) for i in ids.split()} == retrieved[key]
+
+
+def test_predict_eedi_runs_the_whole_pipeline(pointwise_run, eedi, tmp_path):
+    proc = run_script(
+        "scripts/predict_eedi.py",
+        "--retriever",
+        resolve_model_path("builtin:all-MiniLM-L6-v2"),
+        "--reranker",
+        str(pointwise_run),
+        "--input_csv",
+        str(eedi["csv"]),
+        "--misconceptions_csv",
+        str(eedi["mapping"]),
+        "--output_csv",
+        str(tmp_path / "submission.csv"),
+        "--candidates_k",
+        "30",
+    )
+    sub = pd.read_csv(tmp_path / "submission.csv", dtype=str)
+    retrieved = pd.read_csv(eedi["csv"].parent.parent / "retrieved.csv", dtype=str)
+    assert list(sub["QuestionId_Answer"]) == list(retrieved["QuestionId_Answer"])
+    assert "Retrieved 30 candidates" in proc.stdout and "after reranking" in proc.stdout
+    metrics = json.loads((tmp_path / "submission_metrics.json").read_text())
+    alone = json.loads((eedi["csv"].parent.parent / "retrieved_metrics.json").read_text())
+    assert metrics["retriever_map@25"] == pytest.approx(alone["map@25"]) and metrics["rows"] == alone["rows"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--window", "0"], "--window must be at least 1"),
+        (["--blend_weight", "2"], "--blend_weight must be between 0 and 1"),
+        (["--model", "no/such-reranker-here"], "no/such-reranker-here"),
+        (["--candidates", "no-such-candidates"], "no-such-candidates"),
+    ],
+)
+def test_rerank_bad_input_exits_cleanly_and_writes_nothing(pointwise_run, eedi, tmp_path, args, needle):
+    base = {"--model": str(pointwise_run), "--candidates": str(eedi["candidates"])}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value
+    argv = [item for pair in base.items() for item in pair]
+    proc = run_script("scripts/rerank.py", *argv, "--output_csv", str(tmp_path / "out.csv"), check=False)
+    assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_listwise_trains_saves_and_reranks_with_windows(eedi, tmp_path):
+    out = tmp_path / "listwise"
+    run_script(
+        "scripts/train_reranker.py",
+        "--config",
+        str(LISTWISE),
+        "--dataset_name",
+        str(eedi["dataset"]),
+        "--candidates",
+        str(eedi["candidates"]),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--gradient_accumulation_steps",
+        "1",
+        "--num_candidates",
+        "5",
+        "--final_eval_max_rows",
+        "3",
+        "--rerank_top_k",
+        "6",
+        "--window",
+        "4",
+        "--stride",
+        "2",
+    )
+    meta = json.loads((out / RERANKER_META).read_text())
+    assert meta["reranker_type"] == "listwise" and (meta["window"], meta["stride"]) == (4, 2)
+    assert (out / "model.safetensors").is_file() and (out / "chat_template.jinja").is_file()
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["eval_rows"] == 3
+    held_out = tmp_path / "three"
+    load_from_disk(str(eedi["candidates"])).select(range(2)).save_to_disk(str(held_out))
+    proc = run_script(
+        "scripts/rerank.py",
+        "--model",
+        str(out),
+        "--candidates",
+        str(held_out),
+        "--output_csv",
+        str(tmp_path / "lw.csv"),
+        "--window",
+        "30",
+        "--rerank_top_k",
+        "8",
+    )  # a window larger than the list: one window over the 8 candidates
+    sub = pd.read_csv(tmp_path / "lw.csv", dtype=str)
+    assert len(sub) == 2 and "after reranking" in proc.stdout
+
+
+def test_seed_reranker_recipe_is_the_seed():
+    from trl import ModelConfig, TrlParser
+
+    from misconceptions import RerankerConfig, ScriptArguments
+
+    parser = TrlParser((ScriptArguments, RerankerConfig, ModelConfig))
+    _, t, m = parser.parse_args_and_config(["--config", str(REPO / "recipes" / "eedi" / "exp015.yaml")])
+    assert m.model_name_or_path == "Qwen/Qwen2.5-32B-Instruct-GPTQ-Int4" and m.use_peft
+    assert (m.lora_r, m.lora_alpha, m.lora_dropout, m.lora_task_type) == (32, 64, 0.05, "CAUSAL_LM")
+    assert set(m.lora_target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert t.reranker_type == "listwise" and t.completion_only_loss and t.num_train_epochs == 2
+    assert (t.window, t.stride) == (20, 10) and t.fp16 and t.activation_checkpointing
+
+
+def test_blend_moves_from_the_reranker_to_the_retriever():
+    from misconceptions.rerank import orders_from_logprobs
+
+    reranker = [np.log(np.array([0.1, 0.2, 0.7]))]  # the reranker prefers candidate 2
+    retriever = [np.array([0.9, 0.5, 0.1])]  # the retriever prefers candidate 0 (cosine scores)
+    assert orders_from_logprobs(reranker, retriever, 0.0, 20.0)[0].tolist() == [2, 1, 0]
+    assert orders_from_logprobs(reranker, retriever, 1.0, 20.0)[0].tolist() == [0, 1, 2]
+    # Halfway: 0.5 * log p_rerank + 0.5 * log softmax(20 * cos); candidate 0's retrieval margin (8 nats) wins.
+    assert orders_from_logprobs(reranker, retriever, 0.5, 20.0)[0].tolist() == [0, 1, 2]
+    assert orders_from_logprobs(reranker, retriever, 0.5, 1.0)[0].tolist() == [2, 1, 0]  # at scale 1 it does not
