@@ -19,11 +19,15 @@ ifeq ($(DEMO_FAST),1)
   MAP_TRAIN_FLAGS := --max_steps 150 --eval_strategy no --save_strategy steps --save_steps 50 --load_best_model_at_end false
   EEDI_MODEL := $(DEMO_DIR)/eedi-minilm-cpu-fast
   EEDI_TRAIN_FLAGS := --max_steps 40 --eval_strategy no --save_strategy steps --save_steps 20 --load_best_model_at_end false
+  RERANKER_MODEL := $(DEMO_DIR)/eedi-reranker-minilm-cpu-fast
+  RERANKER_TRAIN_FLAGS := --max_steps 30
 else
   MAP_MODEL := $(DEMO_DIR)/map-minilm-cpu
   MAP_TRAIN_FLAGS :=
   EEDI_MODEL := $(DEMO_DIR)/eedi-minilm-cpu
   EEDI_TRAIN_FLAGS :=
+  RERANKER_MODEL := $(DEMO_DIR)/eedi-reranker-minilm-cpu
+  RERANKER_TRAIN_FLAGS :=
 endif
 
 install: $(VENV)/.installed
@@ -61,23 +65,40 @@ $(MAP_MODEL)/train_results.json: $(DEMO_DIR)/map/dataset_dict.json
 	$(LAUNCH) scripts/train_classifier.py --config recipes/map/minilm-cpu.yaml \
 		--dataset_name $(DEMO_DIR)/map --output_dir $(MAP_MODEL) $(MAP_TRAIN_FLAGS)
 
-demo-eedi: install $(EEDI_MODEL)/train_results.json
-	@echo "== Eedi [3/3] Retrieving for the held-out fold (MAP@25, recall@25; seen and unseen) and the test file"
+demo-eedi: install $(RERANKER_MODEL)/train_results.json
+	@echo "== Eedi [5/5] Retrieve -> rerank: the held-out fold (MAP@25 before and after) and the test file"
 	$(PY) scripts/retrieve.py --model $(EEDI_MODEL) --input_csv $(DEMO_DIR)/eedi/fold0.csv \
-		--misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv --output_csv $(DEMO_DIR)/eedi_fold0_predictions.csv
-	$(PY) scripts/retrieve.py --model $(EEDI_MODEL) --input_csv $(EEDI_DATA)/test.csv \
-		--misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv --output_csv $(DEMO_DIR)/eedi_submission.csv
-	@echo "== Done. Held-out MAP@25/recall@K are in $(DEMO_DIR)/eedi_fold0_predictions_metrics.json;"
-	@echo "   the Kaggle submission is $(DEMO_DIR)/eedi_submission.csv"
+		--misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv --output_csv $(DEMO_DIR)/eedi_fold0_predictions.csv \
+		--candidates_out $(DEMO_DIR)/eedi-fold0-candidates --candidates_k 100
+	$(PY) scripts/rerank.py --model $(RERANKER_MODEL) --candidates $(DEMO_DIR)/eedi-fold0-candidates \
+		--output_csv $(DEMO_DIR)/eedi_fold0_reranked.csv
+	$(PY) scripts/predict_eedi.py --retriever $(EEDI_MODEL) --reranker $(RERANKER_MODEL) \
+		--input_csv $(EEDI_DATA)/test.csv --misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv \
+		--output_csv $(DEMO_DIR)/eedi_submission.csv
+	@echo "== Done. Held-out MAP@25 before/after reranking: $(DEMO_DIR)/eedi_fold0_reranked_metrics.json"
+	@echo "   (retriever alone: $(DEMO_DIR)/eedi_fold0_predictions_metrics.json); the Kaggle submission is $(DEMO_DIR)/eedi_submission.csv"
+
+# The retriever's candidates for every training row: the reranker's training data (and its held-out fold).
+$(EEDI_MODEL)-train-candidates/dataset_info.json: $(EEDI_MODEL)/train_results.json
+	@echo "== Eedi [3/5] Retrieving 100 candidates for every row of train.csv (the reranker's input)"
+	$(PY) scripts/retrieve.py --model $(EEDI_MODEL) --input_csv $(EEDI_DATA)/train.csv \
+		--misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv --output_csv $(DEMO_DIR)/eedi_train_predictions.csv \
+		--candidates_out $(EEDI_MODEL)-train-candidates --candidates_k 100
+
+$(RERANKER_MODEL)/train_results.json: $(EEDI_MODEL)-train-candidates/dataset_info.json
+	@echo "== Eedi [4/5] Training recipes/eedi/reranker-minilm-cpu.yaml, a cross-encoder, on folds 1-3 (the held-out fold is reranked in step 5)"
+	$(LAUNCH) scripts/train_reranker.py --config recipes/eedi/reranker-minilm-cpu.yaml \
+		--dataset_name $(DEMO_DIR)/eedi --candidates $(EEDI_MODEL)-train-candidates \
+		--model_name_or_path $(EEDI_MODEL) --output_dir $(RERANKER_MODEL) --final_eval false $(RERANKER_TRAIN_FLAGS)
 
 $(DEMO_DIR)/eedi/dataset_dict.json: | install
-	@echo "== Eedi [1/3] Building the Eedi dataset from $(EEDI_DATA) (4 folds by QuestionId)"
+	@echo "== Eedi [1/5] Building the Eedi dataset from $(EEDI_DATA) (4 folds by QuestionId)"
 	$(PY) data_builders/build_eedi.py --train_csv $(EEDI_DATA)/train.csv \
 		--misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv --output_dir $(DEMO_DIR)/eedi --n_folds 4 --overwrite
 
 # A finished run is reused; a killed one resumes from its last checkpoint.
 $(EEDI_MODEL)/train_results.json: $(DEMO_DIR)/eedi/dataset_dict.json
-	@echo "== Eedi [2/3] Training recipes/eedi/minilm-cpu.yaml on folds 1-3 (about 16 minutes on 2 cores)"
+	@echo "== Eedi [2/5] Training recipes/eedi/minilm-cpu.yaml on folds 1-3 (about 16 minutes on 2 cores)"
 	$(LAUNCH) scripts/train_retriever.py --config recipes/eedi/minilm-cpu.yaml \
 		--dataset_name $(DEMO_DIR)/eedi --output_dir $(EEDI_MODEL) $(EEDI_TRAIN_FLAGS)
 
@@ -95,10 +116,19 @@ style: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install $(EEDI_MODEL)/train_results.json
+# The listwise CPU reranker, for the benchmark (about 9 minutes on 2 cores; not part of `make demo`).
+LISTWISE_MODEL := $(DEMO_DIR)/eedi-reranker-smollm2-cpu
+$(LISTWISE_MODEL)/train_results.json: $(EEDI_MODEL)-train-candidates/dataset_info.json
+	$(LAUNCH) scripts/train_reranker.py --config recipes/eedi/reranker-smollm2-cpu.yaml \
+		--dataset_name $(DEMO_DIR)/eedi --candidates $(EEDI_MODEL)-train-candidates \
+		--output_dir $(LISTWISE_MODEL) --final_eval false
+
+bench: install $(EEDI_MODEL)/train_results.json $(RERANKER_MODEL)/train_results.json $(LISTWISE_MODEL)/train_results.json
 	HF_HUB_OFFLINE=1 $(PY) bench/map_bench.py --data_dir $(MAP_DATA) --output bench/results/map_bench.json
 	HF_HUB_OFFLINE=1 $(PY) bench/eedi_quality.py --dataset $(DEMO_DIR)/eedi --fold 0 --model $(EEDI_MODEL) \
 		--output bench/results/eedi_quality.json
+	HF_HUB_OFFLINE=1 $(PY) bench/eedi_rerank.py --dataset $(DEMO_DIR)/eedi --fold 0 --retriever $(EEDI_MODEL) \
+		--pointwise $(RERANKER_MODEL) --listwise $(LISTWISE_MODEL) --output bench/results/eedi_rerank.json
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
