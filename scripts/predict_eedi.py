@@ -31,8 +31,7 @@ from misconceptions.rerank import (
     add_rerank_arguments,
     check_rerank_arguments,
     load_reranker,
-    rerank_frame,
-    write_rerank_outputs,
+    rerank_and_write,
 )
 from misconceptions.retrieval import retrieve_candidates
 
@@ -65,17 +64,7 @@ def main(argv=None) -> dict:
     )
     print(f"Retrieved {args.candidates_k} candidates for {len(candidates)} rows ({info['queries_per_second']:.1f}/s)")
     reranker = load_reranker(reranker_dir)
-    ranked = rerank_frame(
-        reranker,
-        candidates,
-        top_k=args.rerank_top_k,
-        window=args.window,
-        stride=args.stride,
-        blend_weight=args.blend_weight,
-        batch_size=args.batch_size,
-    )
-    seen = set(reranker.meta["seen_misconception_ids"]) if "seen_misconception_ids" in reranker.meta else None
-    return write_rerank_outputs(candidates, ranked, output_csv, seen)
+    return rerank_and_write(reranker, candidates, args, output_csv)
 
 
 if __name__ == "__main__":

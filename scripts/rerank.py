@@ -37,8 +37,7 @@ from misconceptions.rerank import (
     check_rerank_arguments,
     load_reranker,
     read_candidates,
-    rerank_frame,
-    write_rerank_outputs,
+    rerank_and_write,
 )
 
 
@@ -73,17 +72,7 @@ def main(argv=None) -> dict:
         names = dict(zip(mapping["MisconceptionId"], mapping["MisconceptionName"], strict=True))
     candidates = read_candidates(args.candidates, names)
     reranker = load_reranker(resolve_model_dir(args.model))
-    ranked = rerank_frame(
-        reranker,
-        candidates,
-        top_k=args.rerank_top_k,
-        window=args.window,
-        stride=args.stride,
-        blend_weight=args.blend_weight,
-        batch_size=args.batch_size,
-    )
-    seen = set(reranker.meta["seen_misconception_ids"]) if "seen_misconception_ids" in reranker.meta else None
-    return write_rerank_outputs(candidates, ranked, output_csv, seen)
+    return rerank_and_write(reranker, candidates, args, output_csv)
 
 
 if __name__ == "__main__":

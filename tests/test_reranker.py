@@ -467,3 +467,59 @@ def test_blend_moves_from_the_reranker_to_the_retriever():
     # Halfway: 0.5 * log p_rerank + 0.5 * log softmax(20 * cos); candidate 0's retrieval margin (8 nats) wins.
     assert orders_from_logprobs(reranker, retriever, 0.5, 20.0)[0].tolist() == [0, 1, 2]
     assert orders_from_logprobs(reranker, retriever, 0.5, 1.0)[0].tolist() == [2, 1, 0]  # at scale 1 it does not
+
+
+def test_listwise_lora_on_a_4bit_base_saves_an_adapter_and_reloads(eedi, tmp_path):
+    out = tmp_path / "qlora"
+    common = ["--dataset_name", str(eedi["dataset"]), "--candidates", str(eedi["candidates"])]
+    run_script(
+        "scripts/train_reranker.py",
+        "--config",
+        str(LISTWISE),
+        *common,
+        "--output_dir",
+        str(out),
+        "--use_peft",
+        "true",
+        "--lora_task_type",
+        "CAUSAL_LM",
+        "--lora_target_modules",
+        "q_proj",
+        "v_proj",
+        "--load_in_4bit",
+        "true",
+        "--max_steps",
+        "1",
+        "--per_device_train_batch_size",
+        "2",
+        "--gradient_accumulation_steps",
+        "1",
+        "--num_candidates",
+        "4",
+        "--final_eval_max_rows",
+        "2",
+        "--rerank_top_k",
+        "4",
+        "--window",
+        "4",
+    )
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    meta = json.loads((out / RERANKER_META).read_text())
+    assert meta["quantization"]["load_in_4bit"] and meta["base_model"] == "builtin:SmolLM2-135M-Instruct"
+    in_training = json.loads((out / "eval_results.json").read_text())["eval_reranked_map@25"]
+    held_out = tmp_path / "two"
+    candidates = load_from_disk(str(eedi["candidates"]))
+    train = load_from_disk(str(eedi["dataset"]))["train"].to_pandas()
+    first_two = train.loc[train["fold"] == 0, "QuestionId_Answer"].tolist()[:2]
+    candidates.filter(lambda row: row["QuestionId_Answer"] in first_two).save_to_disk(str(held_out))
+    run_script(
+        "scripts/rerank.py",
+        "--model",
+        str(out),
+        "--candidates",
+        str(held_out),
+        "--output_csv",
+        str(tmp_path / "q.csv"),
+    )
+    reloaded = json.loads((tmp_path / "q_metrics.json").read_text())["reranked_map@25"]
+    assert reloaded == pytest.approx(in_training, abs=1e-6)  # the reloaded adapter ranks as the trained model did

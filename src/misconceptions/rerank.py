@@ -677,3 +677,19 @@ def write_rerank_outputs(
         )
     print(line)  # noqa: T201
     return metrics
+
+
+def rerank_and_write(reranker: Reranker, candidates: pd.DataFrame, args: argparse.Namespace, output_csv: Path) -> dict:
+    """Rerank with the command-line options (unset: the reranker's saved settings), then write the submission and,
+    with labels, the before/after metrics (seen/unseen by the reranker's training misconceptions)."""
+    ranked = rerank_frame(
+        reranker,
+        candidates,
+        top_k=args.rerank_top_k,
+        window=args.window,
+        stride=args.stride,
+        blend_weight=args.blend_weight,
+        batch_size=args.batch_size,
+    )
+    seen = set(reranker.meta["seen_misconception_ids"]) if "seen_misconception_ids" in reranker.meta else None
+    return write_rerank_outputs(candidates, ranked, output_csv, seen)
