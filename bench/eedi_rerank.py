@@ -32,6 +32,7 @@ import torch
 
 from misconceptions import write_json
 from misconceptions.rerank import (
+    apply_orders,
     load_reranker,
     orders_from_logprobs,
     pointwise_logprobs,
@@ -56,15 +57,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--output", default="bench/results/eedi_rerank.json", help="where the JSON is written")
     return parser.parse_args(argv)
-
-
-def with_tail(candidates, orders: list[np.ndarray], top_k: int) -> np.ndarray:
-    """Reranked ids: each row's top_k reordered, the rest after them in retrieval order (as rerank_frame does)."""
-    rows = [
-        np.concatenate([np.asarray(ids)[:top_k][order], np.asarray(ids)[top_k:]])
-        for ids, order in zip(candidates["candidate_ids"], orders, strict=True)
-    ]
-    return np.stack(rows)
 
 
 def main(argv=None) -> dict:
@@ -111,13 +103,17 @@ def main(argv=None) -> dict:
             seconds = time.perf_counter() - started
             variants = {kind: weight, f"{kind}_reranker_only": 0.0}
             ranked_by = {
-                label: with_tail(candidates, orders_from_logprobs(logprobs, scores, w, scale), top_k)
+                label: apply_orders(
+                    candidates["candidate_ids"], orders_from_logprobs(logprobs, scores, w, scale), top_k
+                )
                 for label, w in variants.items()
             }
             even = np.arange(n) % 2 == 0
             sweep = {}
             for w in (float(x) for x in args.blend_sweep.split(",") if x):
-                ranked = with_tail(candidates, orders_from_logprobs(logprobs, scores, w, scale), top_k)
+                ranked = apply_orders(
+                    candidates["candidate_ids"], orders_from_logprobs(logprobs, scores, w, scale), top_k
+                )
                 sweep[str(w)] = {
                     part: rerank_metrics(candidates[mask].reset_index(drop=True), ranked[mask])["reranked_map@25"]
                     for part, mask in (("all", np.ones(n, dtype=bool)), ("even", even), ("odd", ~even))

@@ -33,13 +33,19 @@ import torch
 from sklearn.utils.class_weight import compute_class_weight
 from torch.nn import functional as F
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig, Trainer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, Trainer
 
 from .data import MAP_PROMPT_TEMPLATE, map_prompt
 from .errors import InputError
 from .io_utils import atomic_path, write_json
 from .metrics import map_at_k, map_at_k_from_scores
-from .model_utils import device_map_for_quantized, keep_bnb_cpu_weights_trainable, resolve_model_path
+from .model_utils import (
+    device_map_for_quantized,
+    keep_bnb_cpu_weights_trainable,
+    load_model_or_adapter,
+    resolve_model_path,
+    torch_dtype,
+)
 from .tfidf import fit_tfidf_classifier, load_tfidf, save_tfidf, tfidf_probs
 
 
@@ -213,24 +219,12 @@ def load_classifier(model_dir: str) -> Classifier:
         )
     meta = json.loads(meta_file.read_text())
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    dtype = getattr(torch, meta.get("dtype") or "float32")
-    if (path / "adapter_config.json").is_file():
-        from peft import PeftModel
-
+    config = None
+    if (path / "adapter_config.json").is_file():  # the labels come from the saved config, not the base model's
         config = AutoConfig.from_pretrained(model_dir)
         if hasattr(config, "quantization_config"):
-            del config.quantization_config  # re-applied below from the saved settings
-        kwargs: dict[str, Any] = {"config": config, "dtype": dtype}
-        if meta.get("quantization"):
-            kwargs["quantization_config"] = BitsAndBytesConfig.from_dict(meta["quantization"])
-            kwargs["device_map"] = device_map_for_quantized()
-        base = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(meta["base_model"]), **kwargs)
-        model = PeftModel.from_pretrained(base, model_dir)
-        keep_bnb_cpu_weights_trainable(model)  # the same 4-bit kernels as in training: identical scores
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=dtype, use_safetensors=True)
-    if torch.cuda.is_available() and not meta.get("quantization"):
-        model = model.to("cuda")
+            del config.quantization_config  # re-applied from the saved settings
+    model = load_model_or_adapter(AutoModelForSequenceClassification, model_dir, meta, config=config)
     tfidf = load_tfidf(model_dir) if meta.get("tfidf_weight", 0.0) > 0 else None
     return Classifier(model, tokenizer, meta, tfidf)
 
@@ -281,7 +275,7 @@ def build_classifier_model(model_args, training_args, id2label: dict[int, str]):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     quantization_config = get_quantization_config(model_args)
-    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
+    dtype = torch_dtype(model_args.dtype)
     model = AutoModelForSequenceClassification.from_pretrained(
         path,
         revision=model_args.model_revision,

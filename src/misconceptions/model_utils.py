@@ -88,6 +88,11 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(target)
 
 
+def torch_dtype(name: str | None):
+    """A recipe's dtype name as a torch dtype; "auto" and None pass through (the checkpoint's own dtype)."""
+    return name if name in ("auto", None) else getattr(torch, name)
+
+
 def device_map_for_quantized() -> dict | str:
     """bitsandbytes wants an explicit device map: this process's GPU, or the CPU where there is none."""
     if torch.cuda.is_available():
@@ -95,6 +100,32 @@ def device_map_for_quantized() -> dict | str:
 
         return {"": PartialState().local_process_index}
     return "cpu"
+
+
+def load_model_or_adapter(auto_class, model_dir: str, meta: dict, config=None) -> torch.nn.Module:
+    """A trained folder: full weights, or a LoRA adapter loaded onto its base model (4-bit when `meta` says so).
+
+    `meta` is the folder's metadata (base_model, dtype, quantization). Moved to the GPU when there is one and the
+    model is not quantized (bitsandbytes places quantized weights itself).
+    """
+    kwargs: dict = {"dtype": getattr(torch, meta.get("dtype") or "float32")}
+    if config is not None:
+        kwargs["config"] = config
+    if (Path(model_dir) / "adapter_config.json").is_file():
+        from peft import PeftModel
+        from transformers import BitsAndBytesConfig
+
+        if meta.get("quantization"):
+            kwargs["quantization_config"] = BitsAndBytesConfig.from_dict(meta["quantization"])
+            kwargs["device_map"] = device_map_for_quantized()
+        base = auto_class.from_pretrained(resolve_model_path(meta["base_model"]), **kwargs)
+        model = PeftModel.from_pretrained(base, model_dir)
+        keep_bnb_cpu_weights_trainable(model)  # the same 4-bit kernels as in training: identical scores
+    else:
+        model = auto_class.from_pretrained(model_dir, use_safetensors=True, **kwargs)
+    if torch.cuda.is_available() and not meta.get("quantization"):
+        model = model.to("cuda")
+    return model
 
 
 def keep_bnb_cpu_weights_trainable(model: torch.nn.Module) -> int:

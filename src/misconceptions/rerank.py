@@ -38,12 +38,18 @@ import numpy as np
 import pandas as pd
 import torch
 from datasets import Dataset
+from scipy.special import log_softmax
 from tqdm.auto import tqdm
 
 from .errors import InputError
 from .io_utils import atomic_path, write_json
-from .metrics import map_at_k, recall_at_k
-from .model_utils import device_map_for_quantized, keep_bnb_cpu_weights_trainable, resolve_model_path
+from .model_utils import (
+    device_map_for_quantized,
+    keep_bnb_cpu_weights_trainable,
+    load_model_or_adapter,
+    resolve_model_path,
+    torch_dtype,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -69,12 +75,7 @@ def read_candidates(path: str, names: dict[int, str] | None = None) -> pd.DataFr
     """
     from .retrieval import load_candidates
 
-    frame = load_candidates(path)
-    for column in CANDIDATE_COLUMNS:
-        if column not in frame.columns:
-            raise InputError(
-                f"{path}: candidates lack column '{column}'; write them with retrieve.py --candidates_out"
-            )
+    frame = load_candidates(path, required=CANDIDATE_COLUMNS)
     frame["candidate_ids"] = [[int(i) for i in ids] for ids in frame["candidate_ids"]]
     frame["candidate_scores"] = [np.asarray(s, dtype=np.float32) for s in frame["candidate_scores"]]
     empty = [key for key, ids in zip(frame["QuestionId_Answer"], frame["candidate_ids"], strict=True) if not ids]
@@ -135,17 +136,13 @@ def attach_folds(candidates: pd.DataFrame, pairs: pd.DataFrame, source: str) -> 
     return out
 
 
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
 def blend(reranker_logprobs: np.ndarray, retriever_scores: np.ndarray, weight: float, scale: float) -> np.ndarray:
     """(1 - w) * reranker log-probs + w * retriever log-probs (softmax of scale * cosine) over the same candidates."""
     if weight == 0.0:
         return reranker_logprobs
-    return (1.0 - weight) * reranker_logprobs + weight * log_softmax(scale * np.asarray(retriever_scores))
+    return (1.0 - weight) * reranker_logprobs + weight * log_softmax(
+        scale * np.asarray(retriever_scores, dtype=np.float64)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -182,19 +179,26 @@ def fit_candidates(tokenizer, query: str, names: Sequence[str], max_length: int)
     0 means the query alone (with the instruction and one candidate) does not fit: training leaves such a row out,
     inference keeps the retriever's order for it, and both say how many rows that was.
     """
+    return fit_prompt(tokenizer, query, names, max_length)[0]
 
-    def length(n: int) -> int:
-        return len(prompt_ids(tokenizer, listwise_messages(query, names[:n]))) + 2  # answer letter + end of turn
 
-    if length(len(names)) <= max_length:
-        return len(names)
-    if length(1) > max_length:
-        return 0
-    low, high = 1, len(names)  # length(low) fits, length(high) does not
+def fit_prompt(tokenizer, query: str, names: Sequence[str], max_length: int) -> tuple[int, list[int]]:
+    """`fit_candidates`, and the token ids of the prompt it settled on (none when 0), so they are not made twice."""
+    prompts: dict[int, list[int]] = {}
+
+    def fits(n: int) -> bool:
+        prompts[n] = prompt_ids(tokenizer, listwise_messages(query, names[:n]))
+        return len(prompts[n]) + 2 <= max_length  # answer letter + end of turn
+
+    if fits(len(names)):
+        return len(names), prompts[len(names)]
+    if not fits(1):
+        return 0, []
+    low, high = 1, len(names)  # low fits, high does not
     while high - low > 1:
         mid = (low + high) // 2
-        low, high = (mid, high) if length(mid) <= max_length else (low, mid)
-    return low
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low, prompts[low]
 
 
 def listwise_sft_rows(
@@ -279,7 +283,7 @@ def option_logprobs(model, tokenizer, prompts: list[list[int]], n_options: list[
         input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device), logits_to_keep=1
     ).logits[:, -1, :]
     chosen = logits[:, option_ids].float().cpu().numpy()
-    return [log_softmax(row[:n]) for row, n in zip(chosen, n_options, strict=True)]
+    return [log_softmax(row[:n].astype(np.float64)) for row, n in zip(chosen, n_options, strict=True)]
 
 
 def rerank_listwise(
@@ -310,11 +314,11 @@ def rerank_listwise(
                 lo = starts[q][r]
                 members = orders[q][lo : lo + window]
                 names = [candidate_names[q][j] for j in members]
-                kept = fit_candidates(reranker.tokenizer, queries[q], names, max_length)
+                kept, ids = fit_prompt(reranker.tokenizer, queries[q], names, max_length)
                 clipped += kept < len(names)
                 if kept < 2:  # nothing to compare (or the query alone is too long): the window keeps its order
                     continue
-                prompts.append(prompt_ids(reranker.tokenizer, listwise_messages(queries[q], names[:kept])))
+                prompts.append(ids)
                 spans.append((q, lo, members[:kept]))
             if not prompts:
                 progress.update(len(chunk))
@@ -402,7 +406,7 @@ def rerank_pointwise(
 # ---------------------------------------------------------------------------------------------------------------
 def load_reranker(model_dir: str) -> Reranker:
     """Load a folder written by train_reranker.py: a CrossEncoder, or a causal LM (full or LoRA on a 4-bit base)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(model_dir)
     meta_file = path / RERANKER_META
@@ -418,20 +422,7 @@ def load_reranker(model_dir: str) -> Reranker:
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    kwargs: dict[str, Any] = {"dtype": getattr(torch, meta.get("dtype") or "float32")}
-    if meta.get("quantization"):
-        kwargs["quantization_config"] = BitsAndBytesConfig.from_dict(meta["quantization"])
-        kwargs["device_map"] = device_map_for_quantized()
-    if (path / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        base = AutoModelForCausalLM.from_pretrained(resolve_model_path(meta["base_model"]), **kwargs)
-        model = PeftModel.from_pretrained(base, str(path))
-    else:
-        model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, **kwargs)
-    keep_bnb_cpu_weights_trainable(model)
-    if torch.cuda.is_available() and not meta.get("quantization"):
-        model = model.to("cuda")
+    model = load_model_or_adapter(AutoModelForCausalLM, str(path), meta)
     model.eval()
     return Reranker("listwise", model, tokenizer, meta)
 
@@ -470,8 +461,14 @@ def rerank_frame(
         )
     else:
         orders = rerank_pointwise(reranker, queries, names, scores, blend_weight, scale, batch_size or 64)
+    return apply_orders(frame["candidate_ids"], orders, top_k)
+
+
+def apply_orders(candidate_ids: Sequence[Sequence[int]], orders: Sequence[np.ndarray], top_k: int) -> np.ndarray:
+    """Reranked ids: each row's first `top_k` in its new order, then the rest in the retriever's order (rows cut to
+    the shortest list)."""
     ranked = []
-    for ids, order in zip(frame["candidate_ids"], orders, strict=True):
+    for ids, order in zip(candidate_ids, orders, strict=True):
         ids = np.asarray(ids)
         ranked.append(np.concatenate([ids[:top_k][order], ids[top_k:]]))
     width = min(len(r) for r in ranked)
@@ -479,26 +476,25 @@ def rerank_frame(
 
 
 def rerank_metrics(frame: pd.DataFrame, ranked: np.ndarray, seen: set[int] | None = None) -> dict[str, float]:
-    """MAP@25 and recall@25 before (retriever order) and after reranking, seen/unseen misconceptions apart."""
+    """MAP@25 and recall@25 before (retriever order) and after reranking, seen/unseen misconceptions apart (groups
+    without rows are left out)."""
+    from .retrieval import retrieval_metrics
+
     labelled = frame["MisconceptionId"].notna().to_numpy()
     actual = frame.loc[labelled, "MisconceptionId"].astype(int).tolist()
-    before = [list(ids) for ids, keep in zip(frame["candidate_ids"], labelled, strict=True) if keep]
-    after = [list(row) for row, keep in zip(ranked, labelled, strict=True) if keep]
-    metrics: dict[str, float] = {"rows": len(actual)}
-    groups = {"": np.ones(len(actual), dtype=bool)}
-    if seen is not None:
-        is_seen = np.array([a in seen for a in actual])
-        groups |= {"seen_": is_seen, "unseen_": ~is_seen}
-    for prefix, mask in groups.items():
-        if not mask.any():
-            continue
-        gold = [a for a, m in zip(actual, mask, strict=True) if m]
-        for name, lists in (("retriever", before), ("reranked", after)):
-            chosen = [row for row, m in zip(lists, mask, strict=True) if m]
-            metrics[f"{prefix}{name}_map@25"] = map_at_k(gold, chosen, 25)
-            metrics[f"{prefix}{name}_recall@25"] = recall_at_k(gold, chosen, 25)
-        if prefix:
-            metrics[f"{prefix}rows"] = int(mask.sum())
+    lists = {
+        "retriever": [list(ids) for ids, keep in zip(frame["candidate_ids"], labelled, strict=True) if keep],
+        "reranked": [list(row) for row, keep in zip(ranked, labelled, strict=True) if keep],
+    }
+    metrics: dict[str, float] = {}
+    for name, rows in lists.items():
+        scores = retrieval_metrics(actual, rows, seen, ks=(25,))
+        for group in ("", "seen_", "unseen_"):
+            if scores.get(f"{group}rows"):
+                metrics[f"{group}rows"] = scores[f"{group}rows"]
+                for metric in ("map@25", "recall@25"):
+                    metrics[f"{group}{name}_{metric}"] = scores[f"{group}{metric}"]
+    metrics.setdefault("rows", 0)
     return metrics
 
 
@@ -527,11 +523,10 @@ def build_listwise_model(model_args, training_args):
         raise InputError("a 4-bit or 8-bit base model can only be trained with LoRA: set use_peft: true")
     if peft_config is not None and peft_config.task_type != "CAUSAL_LM":
         raise InputError(f"lora_task_type must be CAUSAL_LM for the listwise reranker, got '{peft_config.task_type}'")
-    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
     model = AutoModelForCausalLM.from_pretrained(
         path,
         revision=model_args.model_revision,
-        dtype=dtype,
+        dtype=torch_dtype(model_args.dtype),
         attn_implementation=model_args.attn_implementation,
         quantization_config=quantization_config,
         device_map=device_map_for_quantized() if quantization_config is not None else None,
@@ -545,14 +540,13 @@ def build_cross_encoder(model_args, training_args):
     from sentence_transformers import CrossEncoder
     from sentence_transformers.cross_encoder import CrossEncoderModelCardData
 
-    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
     return CrossEncoder(
         resolve_model_path(model_args.model_name_or_path),
         num_labels=1,
         max_length=training_args.max_length,
         revision=model_args.model_revision,
         device="cpu" if training_args.use_cpu else None,
-        model_kwargs={"dtype": dtype},
+        model_kwargs={"dtype": torch_dtype(model_args.dtype)},
         model_card_data=CrossEncoderModelCardData(
             language="en", license="apache-2.0", model_name=f"{Path(training_args.output_dir).name}: Eedi reranker"
         ),

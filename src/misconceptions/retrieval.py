@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer, SentenceTransformerModelCardData
 from sentence_transformers.base.evaluation import BaseEvaluator
@@ -42,7 +41,13 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 from .errors import InputError
 from .io_utils import atomic_path, write_json
 from .metrics import map_at_k, recall_at_k
-from .model_utils import cache_dir, device_map_for_quantized, keep_bnb_cpu_weights_trainable, resolve_model_path
+from .model_utils import (
+    cache_dir,
+    device_map_for_quantized,
+    keep_bnb_cpu_weights_trainable,
+    resolve_model_path,
+    torch_dtype,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -51,10 +56,6 @@ RETRIEVER_META = "misconceptions_retriever.json"
 POOLING_MODES = {"last_token": "lasttoken", "mean": "mean", "cls": "cls"}
 RECALL_KS = (25, 50, 100)
 TOP_K = 25
-
-
-def _dtype(name: str | None):
-    return name if name in ("auto", None) else getattr(torch, name)
 
 
 def build_retriever(model_args, training_args) -> SentenceTransformer:
@@ -71,7 +72,7 @@ def build_retriever(model_args, training_args) -> SentenceTransformer:
     if training_args.lora_learning_rate is not None and not model_args.use_peft:
         raise InputError("lora_learning_rate needs use_peft: true (there are no LoRA weights otherwise)")
     trust_remote_code = bool(getattr(model_args, "trust_remote_code", False))
-    model_kwargs: dict[str, Any] = {"dtype": _dtype(model_args.dtype), "revision": model_args.model_revision}
+    model_kwargs: dict[str, Any] = {"dtype": torch_dtype(model_args.dtype), "revision": model_args.model_revision}
     if model_args.attn_implementation:
         model_kwargs["attn_implementation"] = model_args.attn_implementation
     if quantization_config is not None:
@@ -367,7 +368,8 @@ def _negatives_from_candidates(
     return negatives, missing
 
 
-def load_candidates(path: str) -> pd.DataFrame:
+def load_candidates(path: str, required: tuple[str, ...] = ("QuestionId_Answer", "candidate_ids")) -> pd.DataFrame:
+    """Candidates saved by retrieve.py --candidates_out (a folder or a Hub dataset), with the `required` columns."""
     from .data import load_dataset_any
 
     try:
@@ -379,7 +381,7 @@ def load_candidates(path: str) -> pd.DataFrame:
     if hasattr(candidates, "keys"):  # a DatasetDict: the candidates are its only (or "train") split
         candidates = candidates["train"] if "train" in candidates else next(iter(candidates.values()))
     frame = candidates.to_pandas()
-    for column in ("QuestionId_Answer", "candidate_ids"):
+    for column in required:
         if column not in frame.columns:
             raise InputError(
                 f"{path}: candidates lack column '{column}'; write them with retrieve.py --candidates_out"
@@ -454,7 +456,7 @@ def load_retriever(model_dir: str, device: str | None = None) -> tuple[SentenceT
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     model_kwargs: dict[str, Any] = {}
     if meta.get("dtype"):
-        model_kwargs["dtype"] = _dtype(meta["dtype"])
+        model_kwargs["dtype"] = torch_dtype(meta["dtype"])
     if meta.get("quantization"):
         from transformers import BitsAndBytesConfig
 
