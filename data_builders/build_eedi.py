@@ -22,7 +22,8 @@ Usage:
 
     python data_builders/build_eedi.py --train_csv ../shared/data/eedi/train.csv \
         --misconceptions_csv ../shared/data/eedi/misconception_mapping.csv --output_dir data/eedi \
-        [--n_folds 2] [--fold_by QuestionId|ConstructId|SubjectId] [--seed 42] [--push_to_hub ORG/eedi-misconceptions]
+        [--n_folds 2] [--fold_by QuestionId|ConstructId|SubjectId] [--seed 42] [--push_to_hub ORG/eedi-misconceptions] \
+        [--explanations data/eedi-explanations]
 """
 
 import argparse
@@ -46,6 +47,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--fold_by", default="QuestionId", choices=FOLD_BY, help="grouping column (default QuestionId)"
     )
     parser.add_argument("--seed", type=int, default=42, help="seed of the fold assignment (default 42)")
+    parser.add_argument(
+        "--explanations",
+        default=None,
+        help="scripts/explain.py output folder: fills each query's <LLMOutput> (every wrong answer needs one)",
+    )
     parser.add_argument("--push_to_hub", metavar="REPO_ID", default=None, help="also push to this Hub dataset repo")
     parser.add_argument("--public", action="store_true", help="make the pushed dataset public (private by default)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output_dir")
@@ -60,7 +66,7 @@ def main(argv=None) -> None:
     if output_dir.exists() and not args.overwrite:
         raise InputError(f"{output_dir} already exists; pass --overwrite to replace it")
     dataset, questions, misconceptions = build_eedi_dataset(
-        args.train_csv, args.misconceptions_csv, args.n_folds, args.fold_by, args.seed
+        args.train_csv, args.misconceptions_csv, args.n_folds, args.fold_by, args.seed, args.explanations
     )
     with atomic_path(output_dir, is_dir=True) as tmp:
         dataset.save_to_disk(str(tmp))

@@ -44,6 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--misconceptions_csv", required=True, help="misconception_mapping.csv (id, name)")
     parser.add_argument("--output_csv", required=True, help="where the submission CSV is written")
     parser.add_argument("--candidates_k", type=int, default=100, help="candidates retrieved per row (default 100)")
+    parser.add_argument(
+        "--explanations", default=None, help="scripts/explain.py folder: add <LLMOutput> to the queries"
+    )
     add_rerank_arguments(parser)
     return parser.parse_args(argv)
 
@@ -60,7 +63,11 @@ def main(argv=None) -> dict:
         raise InputError(f"{args.output_csv} is a folder; --output_csv must be a file path")
     reranker_dir = resolve_model_dir(args.reranker)  # fail on a wrong reranker before the retrieval work
     candidates, _, info = retrieve_candidates(
-        resolve_model_dir(args.retriever), args.input_csv, args.misconceptions_csv, args.candidates_k
+        resolve_model_dir(args.retriever),
+        args.input_csv,
+        args.misconceptions_csv,
+        args.candidates_k,
+        explanations=args.explanations,
     )
     print(f"Retrieved {args.candidates_k} candidates for {len(candidates)} rows ({info['queries_per_second']:.1f}/s)")
     reranker = load_reranker(reranker_dir)

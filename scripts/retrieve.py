@@ -53,6 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=64, help="texts per forward pass (default 64)")
     parser.add_argument("--use_faiss", action="store_true", help="search with a FAISS flat index (also exact)")
     parser.add_argument("--cache_dir", default=None, help="embedding cache (default $MISCONCEPTIONS_CACHE/embeddings)")
+    parser.add_argument(
+        "--explanations", default=None, help="scripts/explain.py folder: add <LLMOutput> to the queries"
+    )
     return parser.parse_args(argv)
 
 
@@ -76,6 +79,7 @@ def main(argv=None) -> dict:
         batch_size=args.batch_size,
         use_faiss=args.use_faiss,
         embedding_cache=args.cache_dir,
+        explanations=args.explanations,
     )
     labelled_input = candidates["MisconceptionId"].notna().to_numpy()
     ranked = np.stack([np.asarray(ids) for ids in candidates["candidate_ids"]])

@@ -29,6 +29,7 @@ Usage:
 
 import logging
 
+import pandas as pd
 from transformers import set_seed
 from trl import ModelConfig, TrlParser
 
@@ -41,6 +42,7 @@ from misconceptions import (
     resolve_checkpoint,
     setup_logging,
 )
+from misconceptions.eedi import seen_misconception_ids
 from misconceptions.errors import InputError
 from misconceptions.rerank import (
     Reranker,
@@ -48,6 +50,7 @@ from misconceptions.rerank import (
     build_cross_encoder,
     build_listwise_model,
     cross_encoder_args,
+    extra_candidate_rows,
     finalize_reranker,
     listwise_sft_rows,
     pointwise_training_rows,
@@ -74,8 +77,13 @@ def main(script_args: ScriptArguments, training_args: RerankerConfig, model_args
     names = dict(zip(misconceptions["MisconceptionId"], misconceptions["MisconceptionName"], strict=True))
     candidates = read_candidates(training_args.candidates, names)
     frame = attach_folds(candidates, pairs[script_args.dataset_train_split].to_pandas(), training_args.candidates)
-    train_df = frame[frame["fold"] != training_args.fold].reset_index(drop=True)
+    train_df = frame[frame["fold"] != training_args.fold].reset_index(drop=True).assign(source="real")
     eval_df = frame[frame["fold"] == training_args.fold].reset_index(drop=True) if training_args.fold >= 0 else None
+    if training_args.extra_candidates:
+        extra = extra_candidate_rows(
+            training_args.extra_candidates, training_args.extra_candidates_weights, names, training_args.seed
+        )
+        train_df = pd.concat([train_df, extra[list(train_df.columns)]], ignore_index=True)
     meta = {
         "task": "eedi-reranking",
         "reranker_type": training_args.reranker_type,
@@ -91,7 +99,10 @@ def main(script_args: ScriptArguments, training_args: RerankerConfig, model_args
         "retriever_scale": training_args.retriever_scale,
         "dtype": model_args.dtype if model_args.dtype not in ("auto", None) else None,
         "train_rows": len(train_df),
-        "seen_misconception_ids": sorted({int(i) for i in train_df["MisconceptionId"]}),
+        "seen_misconception_ids": seen_misconception_ids(train_df),
+        "extra_candidates": dict(
+            zip(training_args.extra_candidates or [], training_args.extra_candidates_weights or [], strict=True)
+        ),
     }
 
     # 3-5. Model, training rows and trainer

@@ -26,6 +26,7 @@ Usage:
 
 import logging
 
+import pandas as pd
 from sentence_transformers import SentenceTransformerTrainer
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 from transformers import set_seed
@@ -46,6 +47,7 @@ from misconceptions import (
     setup_logging,
     split_fold,
 )
+from misconceptions.eedi import extra_training_rows, seen_misconception_ids
 
 
 logger = logging.getLogger(__name__)
@@ -59,11 +61,22 @@ def main(script_args: ScriptArguments, training_args: RetrieverConfig, model_arg
     logger.info("Script %s\nModel %s\nTraining %s", script_args, model_args, training_args)
     checkpoint = resolve_checkpoint(training_args)
 
-    # 2. Data: the training folds, the held-out fold, and every misconception
+    # 2. Data: the training folds (plus any extra datasets), the held-out fold, and every misconception
     pairs, misconceptions = load_eedi_dataset(script_args.dataset_name)
     frame = pairs[script_args.dataset_train_split].to_pandas()
     frame["query"] = query_texts(frame, training_args.query_template)
     train_df, eval_df = split_fold(frame, training_args.fold)
+    seen = set(seen_misconception_ids(train_df))  # real rows only: synthetic ones do not make a misconception seen
+    if training_args.extra_datasets:
+        extra = extra_training_rows(
+            training_args.extra_datasets,
+            training_args.extra_datasets_weights,
+            set(misconceptions["MisconceptionId"]),
+            script_args.dataset_train_split,
+            training_args.seed,
+        )
+        extra["query"] = query_texts(extra, training_args.query_template)
+        train_df = pd.concat([train_df.assign(source="real"), extra], ignore_index=True)
 
     # 3. The bi-encoder (query prompt, pooling, lengths, optional 4-bit base and LoRA)
     model = build_retriever(model_args, training_args)
@@ -73,7 +86,6 @@ def main(script_args: ScriptArguments, training_args: RetrieverConfig, model_arg
         train_dataset = make_training_pairs(train_df, misconceptions, training_args, model)
 
     # 5. Trainer: MNRL at the configured scale; the held-out fold picks the best checkpoint by MAP@25
-    seen = {int(i) for i in train_df["MisconceptionId"]}
     evaluator = None
     if eval_df is not None:
         evaluator = make_evaluator(eval_df, misconceptions, seen, training_args.per_device_eval_batch_size)

@@ -30,6 +30,9 @@ PARSERS = {
 }
 RERANKER_PARSER = (ScriptArguments, RerankerConfig, ModelConfig)
 RECIPES = sorted((REPO / "recipes").glob("*/*.yaml"))
+# scripts/generate_synthetic.py's recipes (generation settings, not training arguments)
+SYNTHETIC_RECIPES = [r for r in RECIPES if r.name.startswith("synthetic-")]
+TRAINING_RECIPES = [r for r in RECIPES if r not in SYNTHETIC_RECIPES]
 
 
 def parser_for(recipe: Path):
@@ -41,7 +44,7 @@ def parser_for(recipe: Path):
     return TrlParser(types)
 
 
-@pytest.mark.parametrize("recipe", [r for r in RECIPES if r.parent.name in PARSERS], ids=lambda p: p.name)
+@pytest.mark.parametrize("recipe", [r for r in TRAINING_RECIPES if r.parent.name in PARSERS], ids=lambda p: p.name)
 def test_recipe_parses(recipe):
     script_args, training_args, model_args = parser_for(recipe).parse_args_and_config(["--config", str(recipe)])
     assert script_args.dataset_name and training_args.output_dir.startswith("data/")
@@ -79,3 +82,21 @@ def test_bad_value_and_missing_recipe_fail_clearly(tmp_path):
     assert proc.returncode == 2 and "label_target must be one of" in proc.stderr
     proc = run_script("scripts/train_classifier.py", "--config", str(tmp_path / "missing.yaml"), check=False)
     assert proc.returncode == 2 and "missing.yaml" in proc.stderr
+
+
+@pytest.mark.parametrize("recipe", SYNTHETIC_RECIPES, ids=lambda p: p.name)
+def test_synthetic_recipe_parses(recipe):
+    from misconceptions.synthetic import parse_settings
+
+    (settings,) = parse_settings(["--config", str(recipe)])
+    assert settings.dataset_name and settings.output_dir.startswith("data/") and settings.model_name_or_path
+    assert recipe.read_text().splitlines()[0].startswith("# Config for")
+
+
+def test_synthetic_seed_recipe_is_the_seed():
+    from misconceptions.synthetic import parse_settings
+
+    (s,) = parse_settings(["--config", str(REPO / "recipes" / "eedi" / "synthetic-qwen72b-awq.yaml")])
+    assert (s.backend, s.model_name_or_path, s.quantization) == ("vllm", "Qwen/Qwen2.5-72B-Instruct-AWQ", "awq")
+    assert (s.n_per_misconception, s.min_examples, s.fold, s.seed) == (100, 1, -1, 777)
+    assert s.tensor_parallel_size > 1

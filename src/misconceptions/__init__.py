@@ -11,121 +11,87 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""misconceptions: learn to name the misconception behind a student's math answer."""
+"""misconceptions: learn to name the misconception behind a student's math answer.
 
-from .classifier import (
-    CLASSIFIER_META,
-    Classifier,
-    LabelRanker,
-    WeightedLossTrainer,
-    build_classifier_model,
-    class_weights,
-    finalize_classifier,
-    label_prefix,
-    label_suffix,
-    learn_question_table,
-    load_classifier,
-    map3_compute_metrics,
-    predict_probs,
-    rank_dataframe,
-    texts_for,
-)
-from .configs import ClassifierConfig, RerankerConfig, RetrieverConfig, ScriptArguments, parse_config
-from .data import (
-    MAP_PROMPT_TEMPLATE,
-    build_map_dataset,
-    load_dataset_any,
-    map_frame,
-    read_csv_checked,
-    read_map_csv,
-    stratified_split,
-)
-from .eedi import (
-    EEDI_INSTRUCTION,
-    EEDI_QUERY_PROMPT,
-    build_eedi_dataset,
-    format_query,
-    load_eedi_dataset,
-    pivot_wrong_answers,
-    query_texts,
-    read_misconceptions_csv,
-    read_questions_csv,
-)
-from .errors import InputError, cli_entry
-from .io_utils import atomic_path, write_json
-from .metrics import average_precision_at_k, map_at_k, map_at_k_from_scores, recall_at_k
-from .model_utils import resolve_model_path
-from .retrieval import (
-    RETRIEVER_META,
-    MisconceptionRetrievalEvaluator,
-    build_retriever,
-    finalize_retriever,
-    load_retriever,
-    make_evaluator,
-    make_training_pairs,
-    retrieval_metrics,
-    search,
-    split_fold,
-)
-from .training import resolve_checkpoint, setup_logging
+Names are imported on first use (PEP 562), so `import misconceptions.synthetic` does not pull in the training stack
+(the vLLM environment has its own transformers) and scripts start faster.
+"""
+
+import importlib
+from typing import Any
 
 
-__all__ = [
-    "CLASSIFIER_META",
-    "EEDI_INSTRUCTION",
-    "EEDI_QUERY_PROMPT",
-    "MAP_PROMPT_TEMPLATE",
-    "RETRIEVER_META",
-    "Classifier",
-    "ClassifierConfig",
-    "InputError",
-    "LabelRanker",
-    "MisconceptionRetrievalEvaluator",
-    "RerankerConfig",
-    "RetrieverConfig",
-    "ScriptArguments",
-    "WeightedLossTrainer",
-    "atomic_path",
-    "average_precision_at_k",
-    "build_classifier_model",
-    "build_eedi_dataset",
-    "build_map_dataset",
-    "build_retriever",
-    "class_weights",
-    "cli_entry",
-    "finalize_classifier",
-    "finalize_retriever",
-    "format_query",
-    "label_prefix",
-    "label_suffix",
-    "learn_question_table",
-    "load_classifier",
-    "load_dataset_any",
-    "load_eedi_dataset",
-    "load_retriever",
-    "make_evaluator",
-    "make_training_pairs",
-    "map3_compute_metrics",
-    "map_at_k",
-    "map_at_k_from_scores",
-    "map_frame",
-    "parse_config",
-    "pivot_wrong_answers",
-    "predict_probs",
-    "query_texts",
-    "rank_dataframe",
-    "read_csv_checked",
-    "read_map_csv",
-    "read_misconceptions_csv",
-    "read_questions_csv",
-    "recall_at_k",
-    "resolve_checkpoint",
-    "resolve_model_path",
-    "retrieval_metrics",
-    "search",
-    "setup_logging",
-    "split_fold",
-    "stratified_split",
-    "texts_for",
-    "write_json",
-]
+_EXPORTS = {
+    "CLASSIFIER_META": "classifier",
+    "Classifier": "classifier",
+    "ClassifierConfig": "configs",
+    "EEDI_INSTRUCTION": "eedi",
+    "EEDI_QUERY_PROMPT": "eedi",
+    "InputError": "errors",
+    "LabelRanker": "classifier",
+    "MAP_PROMPT_TEMPLATE": "data",
+    "MisconceptionRetrievalEvaluator": "retrieval",
+    "RETRIEVER_META": "retrieval",
+    "RerankerConfig": "configs",
+    "RetrieverConfig": "configs",
+    "ScriptArguments": "configs",
+    "WeightedLossTrainer": "classifier",
+    "atomic_path": "io_utils",
+    "average_precision_at_k": "metrics",
+    "build_classifier_model": "classifier",
+    "build_eedi_dataset": "eedi",
+    "build_map_dataset": "data",
+    "build_retriever": "retrieval",
+    "class_weights": "classifier",
+    "cli_entry": "errors",
+    "finalize_classifier": "classifier",
+    "finalize_retriever": "retrieval",
+    "format_query": "eedi",
+    "label_prefix": "classifier",
+    "label_suffix": "classifier",
+    "learn_question_table": "classifier",
+    "load_classifier": "classifier",
+    "load_dataset_any": "data",
+    "load_eedi_dataset": "eedi",
+    "load_retriever": "retrieval",
+    "make_evaluator": "retrieval",
+    "make_training_pairs": "retrieval",
+    "map3_compute_metrics": "classifier",
+    "map_at_k": "metrics",
+    "map_at_k_from_scores": "metrics",
+    "map_frame": "data",
+    "parse_config": "configs",
+    "pivot_wrong_answers": "eedi",
+    "predict_probs": "classifier",
+    "query_texts": "eedi",
+    "rank_dataframe": "classifier",
+    "read_csv_checked": "data",
+    "read_map_csv": "data",
+    "read_misconceptions_csv": "eedi",
+    "read_questions_csv": "eedi",
+    "recall_at_k": "metrics",
+    "resolve_checkpoint": "training",
+    "resolve_model_path": "model_utils",
+    "retrieval_metrics": "retrieval",
+    "search": "retrieval",
+    "setup_logging": "training",
+    "split_fold": "retrieval",
+    "stratified_split": "data",
+    "texts_for": "classifier",
+    "write_json": "io_utils",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'misconceptions' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

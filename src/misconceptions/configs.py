@@ -21,7 +21,7 @@ from sentence_transformers.base.sampler import BatchSamplers
 from transformers import TrainingArguments
 
 from .classifier import LABEL_TARGETS
-from .eedi import EEDI_QUERY_PROMPT
+from .eedi import EEDI_QUERY_PROMPT, check_weights
 
 
 @dataclass
@@ -150,6 +150,17 @@ class RetrieverConfig(SentenceTransformerTrainingArguments):
         default=None,
         metadata={"help": "Learning rate of the LoRA weights (others use learning_rate); needs use_peft."},
     )
+    extra_datasets: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "More training pairs, e.g. synthetic ones (data_builders/build_synthetic.py): Eedi datasets by "
+            "path or Hub id, training only, never evaluated on."
+        },
+    )
+    extra_datasets_weights: list[float] | None = field(
+        default=None,
+        metadata={"help": "One weight per extra dataset: 1 uses every row once, 2 twice, 0.5 a random half."},
+    )
     batch_sampler: BatchSamplers | str = field(
         default=BatchSamplers.NO_DUPLICATES,
         metadata={
@@ -192,6 +203,7 @@ class RetrieverConfig(SentenceTransformerTrainingArguments):
             from .retrieval import NoFalseNegativesBatchSampler
 
             self.batch_sampler = NoFalseNegativesBatchSampler
+        self.extra_datasets_weights = check_weights(self.extra_datasets, self.extra_datasets_weights, "extra_datasets")
         if self.lora_learning_rate is not None and not self.learning_rate_mapping:
             self.learning_rate_mapping = {r"\.lora_(A|B|embedding_A|embedding_B)\.": self.lora_learning_rate}
         super().__post_init__()
@@ -213,6 +225,17 @@ class RerankerConfig(trl.SFTConfig):
         metadata={"help": "Candidates from scripts/retrieve.py --candidates_out (every row of the dataset)."},
     )
     fold: int = field(default=0, metadata={"help": "Held-out fold (the dataset's `fold` column); -1 trains on all."})
+    extra_candidates: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "More training rows: candidates from retrieve.py --candidates_out over other labelled questions "
+            "(e.g. build_synthetic.py's synthetic.csv); training only."
+        },
+    )
+    extra_candidates_weights: list[float] | None = field(
+        default=None,
+        metadata={"help": "One weight per extra candidates set: 1 every row once, 2 twice, 0.5 a random half."},
+    )
     num_candidates: int = field(
         default=20, metadata={"help": "Listwise: candidates per training prompt (the gold one inserted if missed)."}
     )
@@ -259,6 +282,9 @@ class RerankerConfig(trl.SFTConfig):
             raise ValueError(f"fold must be -1 (train on every fold) or a fold id >= 0, got {self.fold}")
         if self.fold == -1 and (self.eval_strategy != "no" or self.load_best_model_at_end):
             self.eval_strategy, self.load_best_model_at_end = "no", False
+        self.extra_candidates_weights = check_weights(
+            self.extra_candidates, self.extra_candidates_weights, "extra_candidates"
+        )
         if self.reranker_type == "listwise":
             self.completion_only_loss = True if self.completion_only_loss is None else self.completion_only_loss
         super().__post_init__()

@@ -258,9 +258,14 @@ def build_eedi_dataset(
     n_folds: int = 2,
     fold_by: str = "QuestionId",
     seed: int = 42,
+    explanations: str | os.PathLike | None = None,
 ) -> tuple[DatasetDict, pd.DataFrame, pd.DataFrame]:
     """Validated CSVs -> (DatasetDict(train=labelled pairs, unlabelled=wrong answers without a label,
-    misconceptions=id+name), the validated wide questions with their `fold`, the misconceptions frame)."""
+    misconceptions=id+name), the validated wide questions with their `fold`, the misconceptions frame).
+
+    With `explanations` (a scripts/explain.py folder covering every wrong answer), each row gets its `LLMOutput`
+    and the query ends with the seed's `<LLMOutput>` field.
+    """
     if fold_by not in FOLD_BY:
         raise InputError(f"--fold_by must be one of {', '.join(FOLD_BY)}, got '{fold_by}'")
     misconceptions = read_misconceptions_csv(misconceptions_csv)
@@ -270,14 +275,20 @@ def build_eedi_dataset(
     questions["fold"] = assign_folds(questions[fold_by], n_folds, seed)
     pairs = pivot_wrong_answers(questions, misconceptions)
     pairs["fold"] = pairs["QuestionId"].map(dict(zip(questions["QuestionId"], questions["fold"], strict=True)))
+    features = PAIR_FEATURES
+    if explanations is not None:
+        from .synthetic import attach_explanations
+
+        pairs = attach_explanations(pairs, explanations)
+        features = Features({**PAIR_FEATURES, "LLMOutput": Value("string")})
     pairs["query"] = query_texts(pairs)
     labelled = pairs["MisconceptionId"].notna()
     if not labelled.any():
         raise InputError(f"{train_csv}: no wrong answer has a misconception id; nothing to train on")
     splits = {}
     for name, part in (("train", pairs[labelled]), ("unlabelled", pairs[~labelled])):
-        part = part[list(PAIR_FEATURES)].reset_index(drop=True)
-        splits[name] = Dataset.from_pandas(part, features=PAIR_FEATURES, preserve_index=False)
+        part = part[list(features)].reset_index(drop=True)
+        splits[name] = Dataset.from_pandas(part, features=features, preserve_index=False)
     splits[MISCONCEPTIONS_SPLIT] = Dataset.from_pandas(misconceptions, preserve_index=False)
     dataset = DatasetDict(splits)
     counts = np.bincount(splits["train"]["fold"], minlength=n_folds).tolist()
@@ -314,6 +325,64 @@ def push_eedi_dataset(dataset: DatasetDict, repo_id: str, private: bool = True, 
         repo_id, config_name=MISCONCEPTIONS_CONFIG, split="train", private=private, commit_message=message
     )
     return repo_id
+
+
+def seen_misconception_ids(train_df: pd.DataFrame) -> list[int]:
+    """Misconceptions with real training rows (synthetic rows, `source` other than "real", do not count)."""
+    real = train_df[train_df["source"] == "real"] if "source" in train_df.columns else train_df
+    return sorted({int(i) for i in real["MisconceptionId"]})
+
+
+def sample_by_weight(frame: pd.DataFrame, weight: float, seed: int) -> pd.DataFrame:
+    """Rows of `frame` in proportion to `weight`: 1 keeps every row once, 2.5 every row twice plus a random half,
+    0.3 a random 30%."""
+    if weight < 0:
+        raise InputError(f"dataset weights must be >= 0, got {weight}")
+    whole, part = divmod(weight, 1.0)
+    parts = [frame] * int(whole)
+    n = round(part * len(frame))
+    if n:
+        rng = np.random.default_rng(seed)
+        parts.append(frame.iloc[np.sort(rng.choice(len(frame), n, replace=False))])
+    return pd.concat(parts, ignore_index=True) if parts else frame.iloc[:0]
+
+
+def check_weights(names: list[str] | None, weights: list[float] | None, key: str) -> list[float]:
+    """One weight per extra dataset (default 1.0 each), all >= 0; a clear error naming the recipe key otherwise."""
+    if not names:
+        return []
+    if weights is None:
+        return [1.0] * len(names)
+    if len(weights) != len(names):
+        raise ValueError(f"{key}_weights has {len(weights)} values for {len(names)} entries of {key}")
+    if any(w < 0 for w in weights):
+        raise ValueError(f"{key}_weights must be >= 0, got {weights}")
+    return list(weights)
+
+
+def extra_training_rows(
+    datasets: list[str], weights: list[float], misconception_ids: set[int], split: str = "train", seed: int = 42
+) -> pd.DataFrame:
+    """Labelled pairs from other Eedi datasets (e.g. data_builders/build_synthetic.py's), each sampled by its
+    weight, for training only (fold -1); `source` kept from the dataset or set to its name."""
+    frames = []
+    for name, weight in zip(datasets, weights, strict=True):
+        pairs, _ = load_eedi_dataset(name)
+        if split not in pairs:
+            raise InputError(f"{name}: no '{split}' split (has {list(pairs)})")
+        frame = pairs[split].to_pandas()
+        missing = [c for c in ("QuestionId_Answer", "MisconceptionId", "MisconceptionName", "query") if c not in frame]
+        if missing:
+            raise InputError(f"{name}: split '{split}' lacks columns {missing}; build it with data_builders/")
+        unknown = sorted(set(frame["MisconceptionId"].astype(int)) - misconception_ids)
+        if unknown:
+            raise InputError(f"{name}: misconception ids {unknown[:5]} are not in the training dataset's mapping")
+        frame["fold"] = -1
+        if "source" not in frame.columns:
+            frame["source"] = name
+        frames.append(sample_by_weight(frame, weight, seed))
+        logger.info("Extra training rows: %d from %s (weight %s)", len(frames[-1]), name, weight)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def write_wide_csv(questions: pd.DataFrame, path: str | os.PathLike) -> None:

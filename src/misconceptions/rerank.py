@@ -136,6 +136,24 @@ def attach_folds(candidates: pd.DataFrame, pairs: pd.DataFrame, source: str) -> 
     return out
 
 
+def extra_candidate_rows(paths: list[str], weights: list[float], names: dict[int, str], seed: int) -> pd.DataFrame:
+    """Labelled rows of other candidate sets (retrieve.py --candidates_out over e.g. synthetic questions), each
+    sampled by its weight, for training only (fold -1, `source` = the path)."""
+    from .eedi import sample_by_weight
+
+    frames = []
+    for path, weight in zip(paths, weights, strict=True):
+        frame = read_candidates(path, names)
+        if "MisconceptionId" not in frame.columns or frame["MisconceptionId"].isna().all():
+            raise InputError(f"{path}: no labelled rows; retrieve over a CSV with misconception ids to train on it")
+        frame = frame[frame["MisconceptionId"].notna()].reset_index(drop=True)
+        frame["MisconceptionId"] = frame["MisconceptionId"].astype(int)
+        frame["fold"], frame["source"] = -1, path
+        frames.append(sample_by_weight(frame, weight, seed))
+        logger.info("Extra training rows: %d from %s (weight %s)", len(frames[-1]), path, weight)
+    return pd.concat(frames, ignore_index=True)
+
+
 def blend(reranker_logprobs: np.ndarray, retriever_scores: np.ndarray, weight: float, scale: float) -> np.ndarray:
     """(1 - w) * reranker log-probs + w * retriever log-probs (softmax of scale * cosine) over the same candidates."""
     if weight == 0.0:

@@ -485,7 +485,9 @@ def finalize_retriever(
     log_and_save_train_metrics(trainer, train_result, len(train_df))
     trainer.save_model(training_args.output_dir)
     output_dir = Path(training_args.output_dir)
-    seen = sorted({int(i) for i in train_df["MisconceptionId"]})
+    from .eedi import seen_misconception_ids
+
+    seen = seen_misconception_ids(train_df)
     meta = {
         "task": "eedi-retrieval",
         "base_model": model_args.model_name_or_path,
@@ -499,6 +501,9 @@ def finalize_retriever(
         "dtype": model_args.dtype if model_args.dtype not in ("auto", None) else None,
         "quantization": quantization_to_dict(trainer.model),
         "seen_misconception_ids": seen,
+        "extra_datasets": dict(
+            zip(training_args.extra_datasets or [], training_args.extra_datasets_weights or [], strict=True)
+        ),
     }
     metrics: dict[str, float] = {}
     if trainer.is_world_process_zero():
@@ -535,12 +540,14 @@ def retrieve_candidates(
     batch_size: int = 64,
     use_faiss: bool = False,
     embedding_cache: str | None = None,
+    explanations: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
     """Retrieve the top `k` misconceptions for every wrong answer of an Eedi question CSV.
 
     Inputs are validated before the model loads. Returns (candidates, the model's metadata, run info): one row per
     wrong answer with QuestionId_Answer, QuestionId, Answer, query, MisconceptionId (None when unlabelled) and the
     candidate_ids/candidate_scores/candidate_names lists, best first: `retrieve.py --candidates_out`'s schema.
+    With `explanations` (a scripts/explain.py folder), each query ends with its `<LLMOutput>`.
     """
     import time
 
@@ -549,6 +556,10 @@ def retrieve_candidates(
     misconceptions = read_misconceptions_csv(misconceptions_csv)
     questions = read_questions_csv(input_csv, misconception_ids=set(misconceptions["MisconceptionId"]))
     rows = pivot_wrong_answers(questions, misconceptions)
+    if explanations:  # the seed's <LLMOutput>, for a retriever trained on build_eedi.py --explanations
+        from .synthetic import attach_explanations
+
+        rows = attach_explanations(rows, explanations)
     model, meta = load_retriever(model_dir)
     documents, cached = cached_document_embeddings(
         model, model_dir, misconceptions["MisconceptionName"].tolist(), misconceptions_csv, batch_size, embedding_cache
