@@ -147,6 +147,8 @@ bench: install $(EEDI_MODEL)/train_results.json $(RERANKER_MODEL)/train_results.
 		--output bench/results/eedi_quality.json
 	HF_HUB_OFFLINE=1 $(PY) bench/eedi_rerank.py --dataset $(DEMO_DIR)/eedi --fold 0 --retriever $(EEDI_MODEL) \
 		--pointwise $(RERANKER_MODEL) --listwise $(LISTWISE_MODEL) --output bench/results/eedi_rerank.json
+	HF_HUB_OFFLINE=1 $(PY) bench/synthetic.py --dataset $(DEMO_DIR)/eedi --fold 0 --work_dir $(DEMO_DIR)/bench-synthetic \
+		--max_misconceptions 60 --retriever_flags "--num_train_epochs 3" --output bench/results/synthetic.json
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

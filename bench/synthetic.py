@@ -36,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from misconceptions import load_eedi_dataset, write_json
 from misconceptions.synthetic import read_generations, synthetic_dataset, synthetic_questions
 
@@ -54,6 +56,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max_misconceptions", type=int, default=None, help="generate for at most N targets")
     parser.add_argument("--n_per_misconception", type=int, default=2, help="questions asked per target (default 2)")
     parser.add_argument("--skip_retrieval", action="store_true", help="measure generation only")
+    parser.add_argument(
+        "--analysis_only",
+        action="store_true",
+        help="reuse work_dir's generations and the two retrievers: add the per-row split to --output's JSON",
+    )
     parser.add_argument("--work_dir", default="data/bench-synthetic", help="generations, datasets and models")
     parser.add_argument("--output", default="bench/results/synthetic.json", help="where the JSON is written")
     return parser.parse_args(argv)
@@ -72,12 +79,50 @@ def unseen_targets(dataset: str, fold: int) -> list[int]:
     return sorted(held_out - set(train.loc[train["fold"] != fold, "MisconceptionId"]))
 
 
+def per_row_split(dataset: str, fold: int, work: Path, generations: Path) -> dict:
+    """Held-out MAP@25 of both retrievers on three groups of rows: misconceptions that got a valid synthetic
+    question, targeted ones that got none, and the rest (how much of a difference is the synthetic data's)."""
+    from misconceptions.metrics import average_precision_at_k
+    from misconceptions.retrieval import retrieve_candidates
+
+    records = read_generations(generations)
+    covered = {r["MisconceptionId"] for r in records if r["questions"]}
+    targeted = {r["MisconceptionId"] for r in records}
+    split: dict = {}
+    for arm in ("real", "real+synthetic"):
+        candidates, _, _ = retrieve_candidates(
+            str(work / f"retriever-{arm.replace('+', '-')}"),
+            str(Path(dataset) / f"fold{fold}.csv"),
+            str(Path(dataset) / "misconception_mapping.csv"),
+            25,
+        )
+        candidates = candidates[candidates["MisconceptionId"].notna()]
+        gold = candidates["MisconceptionId"].astype(int)
+        ap = [average_precision_at_k(g, ids, 25) for g, ids in zip(gold, candidates["candidate_ids"], strict=True)]
+        ap = pd.Series(ap, index=candidates.index)
+        groups = {
+            "with_a_synthetic_question": gold.isin(covered),
+            "targeted_without_a_valid_question": gold.isin(targeted - covered),
+            "not_targeted": ~gold.isin(targeted),
+        }
+        for group, mask in groups.items():
+            split.setdefault(group, {"rows": int(mask.sum())})[f"{arm}_map@25"] = float(ap[mask].mean())
+    return split
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     work = Path(args.work_dir)
+    if args.analysis_only:
+        results = json.loads(Path(args.output).read_text())
+        results["per_row_split"] = per_row_split(args.dataset, args.fold, work, work / "generations-transformers")
+        results["per_row_split_command"] = "python bench/synthetic.py " + shlex.join(argv or sys.argv[1:])
+        print(json.dumps(results["per_row_split"], indent=1))
+        write_json(args.output, results)
+        return results
     targets = unseen_targets(args.dataset, args.fold)[: args.max_misconceptions]
     results: dict = {
-        "command": "python bench/synthetic.py " + " ".join(argv or sys.argv[1:]),
+        "command": "python bench/synthetic.py " + shlex.join(argv or sys.argv[1:]),
         "fold": args.fold,
         "targets": len(targets),
         "n_per_misconception": args.n_per_misconception,
