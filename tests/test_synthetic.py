@@ -36,6 +36,7 @@ from misconceptions import (
 from misconceptions.eedi import extra_training_rows, sample_by_weight
 from misconceptions.synthetic import (
     GENERATIONS_FILE,
+    INVALID_REASONS,
     QUESTION_PREFILL,
     FewShotPicker,
     GenerationSettings,
@@ -146,6 +147,7 @@ class _NoFewShot:
 def test_parse_question_drops_invalid_output_with_its_reason(text, reason):
     question, got = parse_question(text)
     assert got == reason and (question is not None) == (reason == "valid")
+    assert got in (*INVALID_REASONS, "valid")
 
 
 def test_parse_question_keeps_latex_that_the_model_did_not_escape():
