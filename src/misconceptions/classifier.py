@@ -315,7 +315,9 @@ def finalize_classifier(
     eval_df: pd.DataFrame,
     model_labels: list[str],
 ) -> dict[str, float]:
-    """Save model + tokenizer + label metadata, evaluate the full ranking pipeline, write the card, push if asked."""
+    """Save model + tokenizer + label metadata, evaluate the full ranking pipeline, plot training and evaluation
+    (`<output_dir>/plots/`), write the card, push if asked."""
+    from .plots import PLOTS_DIR, link_plots_in_card, plot_map, plot_training_curves
     from .training import log_and_save_train_metrics, push_if_asked
 
     log_and_save_train_metrics(trainer, train_result, len(train_df))
@@ -367,12 +369,17 @@ def finalize_classifier(
             predictions.to_csv(tmp, index=False)
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
+        plots_dir = output_dir / PLOTS_DIR
+        plot_training_curves(trainer.state.log_history, plots_dir)
+        plot_map(eval_df["label"].tolist(), ranked, plots_dir, k=3)
+        logger.info("Plots written to %s", plots_dir)
         trainer.create_model_card(
             model_name=Path(training_args.output_dir).name,
             finetuned_from=model_args.model_name_or_path,
             dataset=script_args.dataset_name,
             tags=["misconceptions", "map", "text-classification"],
         )
+        link_plots_in_card(output_dir)
     push_if_asked(
         trainer, training_args, commit_message=f"MAP classifier, eval MAP@3 {metrics.get('eval_map@3', 0):.4f}"
     )
