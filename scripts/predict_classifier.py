@@ -13,7 +13,8 @@
 # limitations under the License.
 """Predict ranked MAP labels and write the Kaggle submission (row_id,Category:Misconception, 3 labels per row).
 
-With labelled input (Category and Misconception columns), MAP@K is also written to <output stem>_metrics.json.
+With labelled input (Category and Misconception columns), MAP@K is also written to <output stem>_metrics.json, and
+plots of AP@K per label and a confusion matrix of the most frequent labels to <output stem>_plots/.
 
 Usage:
 
@@ -29,6 +30,7 @@ import pandas as pd
 
 from misconceptions import atomic_path, cli_entry, load_classifier, map_at_k, rank_dataframe, read_map_csv, write_json
 from misconceptions.hub import resolve_model_dir
+from misconceptions.plots import plot_map, prediction_plots_dir
 
 
 logger = logging.getLogger(__name__)
@@ -92,6 +94,9 @@ def main(argv=None) -> dict:
     if metrics:
         write_json(output_csv.with_name(output_csv.stem + "_metrics.json"), metrics)
         print(f"MAP@{args.top_k}: {metrics[f'map@{args.top_k}']:.4f} on {len(df)} rows")
+        plots_dir = prediction_plots_dir(output_csv)
+        plot_map(df["label"].tolist(), ranked, plots_dir, k=args.top_k)
+        print(f"Plots in {plots_dir}")
     return metrics
 
 

@@ -18,7 +18,8 @@ A listwise reranker reads the letter logits at the answer position in one forwar
 with more candidates than --window, windows slide from the back to the front by --stride so every candidate is
 scored and the best climb to the top. A pointwise reranker scores every (query, candidate) pair. With labelled
 candidates, MAP@25 and recall@25 before and after reranking go to <output stem>_metrics.json, seen and unseen
-misconceptions apart. Settings left unset come from the reranker's recipe (saved with it).
+misconceptions apart, and their plots to <output stem>_plots/. Settings left unset come from the reranker's recipe
+(saved with it).
 
 Usage:
 

@@ -16,9 +16,9 @@
 
 The misconceptions are encoded once per (model, mapping file) and cached. With labelled input (the train.csv
 layout), MAP@25 and recall@25/50/100 are written to <output stem>_metrics.json, seen and unseen misconceptions apart
-when the model records its training misconceptions. With --candidates_out, the top --candidates_k misconceptions
-and their scores are saved as a dataset: the reranker's input, and hard negatives for a second retriever round
-(train_retriever.py --hard_negatives_dataset DIR).
+when the model records its training misconceptions, with their plots in <output stem>_plots/. With --candidates_out,
+the top --candidates_k misconceptions and their scores are saved as a dataset: the reranker's input, and hard
+negatives for a second retriever round (train_retriever.py --hard_negatives_dataset DIR).
 
 Usage:
 
@@ -35,6 +35,7 @@ import numpy as np
 
 from misconceptions import InputError, atomic_path, cli_entry, retrieval_metrics, write_json
 from misconceptions.hub import resolve_model_dir
+from misconceptions.plots import plot_eedi, prediction_plots_dir
 from misconceptions.retrieval import retrieve_candidates, save_candidates, submission_frame
 
 
@@ -108,6 +109,9 @@ def main(argv=None) -> dict:
                 f"{metrics['unseen_recall@25']:.4f} ({metrics['unseen_rows']} rows)"
             )
         print(line)
+        plots_dir = prediction_plots_dir(output_csv)
+        plot_eedi(metrics, actual, {"retriever": ranked[labelled_input]}, plots_dir, seen)
+        print(f"Plots in {plots_dir}")
     if args.candidates_out:
         top = candidates.copy()
         for column in ("candidate_ids", "candidate_scores", "candidate_names"):

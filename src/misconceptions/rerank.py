@@ -516,6 +516,21 @@ def rerank_metrics(frame: pd.DataFrame, ranked: np.ndarray, seen: set[int] | Non
     return metrics
 
 
+def plot_rerank_frame(
+    frame: pd.DataFrame, ranked: np.ndarray, metrics: dict[str, float], seen: set[int] | None, out_dir: Path
+) -> list[Path]:
+    """The Eedi plots of the labelled rows: seen/unseen bars before/after reranking, per-row AP@25 of both orders."""
+    from .plots import plot_eedi
+
+    labelled = frame["MisconceptionId"].notna().to_numpy()
+    rankings = {
+        "retriever": [list(ids) for ids, keep in zip(frame["candidate_ids"], labelled, strict=True) if keep],
+        "reranked": [list(row) for row, keep in zip(ranked, labelled, strict=True) if keep],
+    }
+    actual = frame.loc[labelled, "MisconceptionId"].astype(int).tolist()
+    return plot_eedi(metrics, actual, rankings, out_dir, seen)
+
+
 def write_reranker_meta(output_dir: str, meta: dict[str, Any]) -> None:
     write_json(Path(output_dir) / RERANKER_META, meta)
 
@@ -604,7 +619,9 @@ def reranking_evaluator(frame: pd.DataFrame, names: dict[int, str], top_k: int, 
 def finalize_reranker(
     trainer, train_result, reranker: Reranker, meta: dict[str, Any], eval_frame: pd.DataFrame | None, training_args
 ) -> dict[str, float]:
-    """Save the model and its metadata, rerank the held-out fold (MAP@25 before/after), write the card, push."""
+    """Save the model and its metadata, rerank the held-out fold (MAP@25 before/after), plot training and evaluation
+    (`<output_dir>/plots/`), write the card, push."""
+    from .plots import PLOTS_DIR, link_plots_in_card, plot_training_curves
     from .retrieval import submission_frame
     from .training import log_and_save_train_metrics, push_if_asked
 
@@ -629,8 +646,12 @@ def finalize_reranker(
             trainer.save_metrics("eval", metrics)
             with atomic_path(output_dir / "eval_predictions.csv") as tmp:
                 submission_frame(eval_frame["QuestionId_Answer"].tolist(), ranked).to_csv(tmp, index=False)
+            plot_rerank_frame(eval_frame, ranked, metrics, set(meta["seen_misconception_ids"]), output_dir / PLOTS_DIR)
+        plot_training_curves(trainer.state.log_history, output_dir / PLOTS_DIR)
+        logger.info("Plots written to %s", output_dir / PLOTS_DIR)
         if meta["reranker_type"] == "listwise":  # the cross-encoder writes its card (README.md) when saved
             trainer.create_model_card(model_name=output_dir.name, tags=["misconceptions", "eedi", "reranker"])
+        link_plots_in_card(output_dir)
     push_if_asked(
         trainer,
         training_args,
@@ -668,7 +689,9 @@ def check_rerank_arguments(args: argparse.Namespace) -> None:
 def write_rerank_outputs(
     candidates: pd.DataFrame, ranked: np.ndarray, output_csv: Path, seen: set[int] | None
 ) -> dict:
-    """The submission, and with labels the before/after metrics JSON; returns the metrics."""
+    """The submission, and with labels the before/after metrics JSON and plots (`<stem>_plots/`); returns the
+    metrics."""
+    from .plots import prediction_plots_dir
     from .retrieval import submission_frame
 
     with atomic_path(output_csv) as tmp:
@@ -688,6 +711,9 @@ def write_rerank_outputs(
             f"unseen {metrics['unseen_retriever_map@25']:.4f} -> {metrics['unseen_reranked_map@25']:.4f}"
         )
     print(line)  # noqa: T201
+    plots_dir = prediction_plots_dir(output_csv)
+    plot_rerank_frame(candidates, ranked, metrics, seen, plots_dir)
+    print(f"Plots in {plots_dir}")  # noqa: T201
     return metrics
 
 

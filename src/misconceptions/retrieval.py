@@ -479,7 +479,9 @@ def finalize_retriever(
     misconceptions: pd.DataFrame,
     evaluator: MisconceptionRetrievalEvaluator | None,
 ) -> dict[str, float]:
-    """Save model + metadata, evaluate the final (best) model on the held-out fold, write the card, push if asked."""
+    """Save model + metadata, evaluate the final (best) model on the held-out fold, plot training and evaluation
+    (`<output_dir>/plots/`), write the card, push if asked."""
+    from .plots import PLOTS_DIR, link_plots_in_card, plot_eedi, plot_training_curves
     from .training import log_and_save_train_metrics, push_if_asked
 
     log_and_save_train_metrics(trainer, train_result, len(train_df))
@@ -522,10 +524,14 @@ def finalize_retriever(
             )
             with atomic_path(output_dir / "eval_predictions.csv") as tmp:
                 predictions.to_csv(tmp, index=False)
+            plot_eedi(metrics, evaluator.labels, {"retriever": ranked}, output_dir / PLOTS_DIR, set(seen))
+        plot_training_curves(trainer.state.log_history, output_dir / PLOTS_DIR)
+        logger.info("Plots written to %s", output_dir / PLOTS_DIR)
         trainer.create_model_card(
             model_name=output_dir.name,
             tags=["misconceptions", "eedi", "sentence-similarity", "feature-extraction"],
         )
+        link_plots_in_card(output_dir)
     push_if_asked(
         trainer, training_args, commit_message=f"Eedi retriever, eval MAP@25 {metrics.get('eval_map@25', 0):.4f}"
     )
