@@ -64,6 +64,13 @@ def minilm_run(small_map_dataset, tmp_path_factory):
         "--output_dir",
         str(out),
         *TINY,
+        # Evaluation points for the curves, and TensorBoard logging (checked in test_minilm_trains_and_saves).
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "2",
+        "--report_to",
+        "tensorboard",
     )
     return out
 
@@ -92,6 +99,17 @@ def test_minilm_trains_and_saves(minilm_run):
     assert not torch.equal(trained[key], base[base_key])
     state = json.loads((minilm_run / "trainer_state.json").read_text())
     assert state["global_step"] == 4
+    # Plots of the run, each linked once from the card, and TensorBoard event files under output_dir/runs/.
+    plots = sorted(p.name for p in (minilm_run / "plots").glob("*.png"))
+    assert plots == ["confusion_matrix.png", "eval_metrics.png", "per_label_ap.png", "training_loss.png"]
+    card = (minilm_run / "README.md").read_text()
+    assert card.count("## Plots") == 1 and all(card.count(f"](plots/{name})") == 1 for name in plots)
+    events = list((minilm_run / "runs").glob("*/events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = EventAccumulator(str(events[0].parent)).Reload().Tags()["scalars"]
+    assert {"train/loss", "eval/map@3"} <= set(scalars), scalars
 
 
 def test_predict_writes_submission_and_metrics(minilm_run, small_map_dataset, tmp_path):
@@ -113,6 +131,10 @@ def test_predict_writes_submission_and_metrics(minilm_run, small_map_dataset, tm
     eval_results = json.loads((minilm_run / "eval_results.json").read_text())
     assert metrics["map@3"] == pytest.approx(eval_results["eval_map@3"])  # the trainer's evaluation is predict's
     assert "MAP@3" in proc.stdout
+    plots = sorted(p.name for p in (tmp_path / "sub_plots").glob("*.png"))
+    assert (
+        plots == ["confusion_matrix.png", "per_label_ap.png"] and f"Plots in {tmp_path / 'sub_plots'}" in proc.stdout
+    )
 
 
 def test_predict_unlabelled_and_unseen_labels(minilm_run, small_map_dataset, tmp_path):

@@ -79,6 +79,12 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _integer_steps(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _steps(log_history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
     points = [(entry["step"], float(entry[key])) for entry in log_history if key in entry and "step" in entry]
     return [s for s, _ in points], [v for _, v in points]
@@ -102,11 +108,13 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], out_dir: str 
         axes[0].set(title="Loss", xlabel="step", ylabel="loss")
         axes[0].legend()
         axes[0].grid(alpha=0.3)
+        _integer_steps(axes[0])
         if lr:
             axes[1].plot(lr_steps, lr, color="tab:gray")
             axes[1].set(title="Learning rate", xlabel="step", ylabel="learning rate")
             axes[1].ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
             axes[1].grid(alpha=0.3)
+            _integer_steps(axes[1])
         fig.suptitle(TITLES["training_loss"])
         written.append(_save(fig, out_dir / "training_loss.png"))
 
@@ -126,6 +134,7 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], out_dir: str 
                 ax.plot(*_steps(log_history, key), marker="o", label=label)
             ax.set(title=name, xlabel="step", ylabel=name)
             ax.grid(alpha=0.3)
+            _integer_steps(ax)
             if len(lines) > 1:
                 ax.legend()
         for ax in axes[len(groups) :]:
@@ -288,7 +297,7 @@ def plot_ap_distribution(
         is_seen = np.array([a in seen for a in actual])
         masks = {name: mask for name, mask in (("seen", is_seen), ("unseen", ~is_seen)) if mask.any()}
     bins = np.linspace(0, 1, 21)
-    fig = _figure(5.5 * len(rankings), 4.2)
+    fig = _figure(6.5 if len(rankings) == 1 else 5.5 * len(rankings), 4.2)
     axes = fig.subplots(1, len(rankings), sharey=True, squeeze=False)[0]
     for ax, (name, ranked) in zip(axes, rankings.items(), strict=True):
         ap = row_ap(actual, ranked, k)
