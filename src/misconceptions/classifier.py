@@ -161,16 +161,22 @@ class LabelRanker:
             mask &= np.isin(self._suffix, [label_suffix(lab) for lab in info["labels"]])
         return mask, derived
 
-    def rank(self, probs: np.ndarray, question_ids: list[str], answers: list[str], k: int = 3) -> list[list[str]]:
-        """Top-k labels per row: allowed labels first by score, then the rest by score (so there are always k)."""
+    def rank(
+        self, probs: np.ndarray, question_ids: list[str], answers: list[str], k: int = 3, return_scores: bool = False
+    ) -> list[list[str]] | tuple[list[list[str]], list[list[float]]]:
+        """Top-k labels per row: allowed labels first by score, then the rest by score (so there are always k).
+
+        With `return_scores`, also each ranked label's score (the summed probability of the model labels behind it).
+        """
         scores_derived, scores_direct = probs @ self.mapping_derived, probs @ self.mapping_direct
-        ranked = []
+        ranked, ranked_scores = [], []
         for row, (qid, answer) in enumerate(zip(question_ids, answers, strict=True)):
             allowed, derived = self.allowed(qid, answer)
             scores = scores_derived[row] if derived else scores_direct[row]
             order = np.lexsort((-scores, ~allowed))
             ranked.append([self.final_labels[j] for j in order[:k]])
-        return ranked
+            ranked_scores.append([float(scores[j]) for j in order[:k]])
+        return (ranked, ranked_scores) if return_scores else ranked
 
 
 @torch.inference_mode()
@@ -241,8 +247,12 @@ def rank_dataframe(
     restrict_labels: bool | None = None,
     derive_prefix: bool | None = None,
     batch_size: int = 64,
-) -> list[list[str]]:
-    """Ranked labels for validated MAP rows with a loaded classifier; options default to the model's saved choice."""
+    return_scores: bool = False,
+) -> list[list[str]] | tuple[list[list[str]], list[list[float]]]:
+    """Ranked labels for validated MAP rows with a loaded classifier; options default to the model's saved choice.
+
+    With `return_scores`, also the blended probability behind each ranked label (see `LabelRanker.rank`).
+    """
     meta = classifier.meta
     ranker = LabelRanker(
         model_labels=meta["model_labels"],
@@ -256,7 +266,8 @@ def rank_dataframe(
     if classifier.tfidf is not None:
         weight = meta["tfidf_weight"]
         probs = (1 - weight) * probs + weight * tfidf_probs(classifier.tfidf, texts, meta["model_labels"])
-    return ranker.rank(probs, df["QuestionId"].astype(str).tolist(), df["MC_Answer"].tolist(), k=top_k)
+    question_ids, answers = df["QuestionId"].astype(str).tolist(), df["MC_Answer"].tolist()
+    return ranker.rank(probs, question_ids, answers, k=top_k, return_scores=return_scores)
 
 
 def build_classifier_model(model_args, training_args, id2label: dict[int, str]):
@@ -330,6 +341,7 @@ def finalize_classifier(
         "model_labels": model_labels,
         "labels": sorted(set(train_df["label"])),
         "questions": learn_question_table(train_df),
+        "question_texts": train_df.groupby("QuestionId", sort=True)["QuestionText"].first().astype(str).to_dict(),
         "text_template": training_args.text_template,
         "max_length": training_args.max_length,
         "restrict_labels": training_args.restrict_labels,
