@@ -78,6 +78,13 @@ demo-eedi: install $(RERANKER_MODEL)/train_results.json
 	@echo "== Done. Held-out MAP@25 before/after reranking: $(DEMO_DIR)/eedi_fold0_reranked_metrics.json"
 	@echo "   (retriever alone: $(DEMO_DIR)/eedi_fold0_predictions_metrics.json); the Kaggle submission is $(DEMO_DIR)/eedi_submission.csv"
 
+# The teacher-facing app (app/app.py) on the demo's models, trained first when missing (DEMO_FAST=1: quick ones).
+# APP_FLAGS adds flags, e.g. APP_FLAGS="--host 0.0.0.0 --port 8080".
+.PHONY: app
+app: install $(MAP_MODEL)/train_results.json $(EEDI_MODEL)/train_results.json
+	$(PY) app/app.py --map_model $(MAP_MODEL) --eedi_model $(EEDI_MODEL) \
+		--misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv $(APP_FLAGS)
+
 # The retriever's candidates for every training row: the reranker's training data (and its held-out fold).
 $(EEDI_MODEL)-train-candidates/dataset_info.json: $(EEDI_MODEL)/train_results.json
 	@echo "== Eedi [3/5] Retrieving 100 candidates for every row of train.csv (the reranker's input)"
