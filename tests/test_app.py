@@ -163,6 +163,9 @@ def test_missing_default_models_say_how_to_make_them(tmp_path, monkeypatch):
     assert settings.map_model in message and "make demo" in message
     _, message = logic.page_call(logic.check_eedi_settings, settings.eedi_model, str(MAPPING_CSV))
     assert settings.eedi_model in message and "make demo" in message
+    Path(settings.map_model).mkdir(parents=True)  # `make demo` still training: the folder exists, the model not yet
+    _, message = logic.page_call(logic.predict_map, settings.map_model, "custom", "What is 1/2 of 6?", "3", "half")
+    assert "misconceptions_classifier.json" in message and "still training" in message and "make demo" in message
     monkeypatch.setenv("MISCONCEPTIONS_MAP_MODEL", "org/map-model")
     assert logic.default_settings(tmp_path).map_model == "org/map-model"  # a Space sets Hub ids this way
 

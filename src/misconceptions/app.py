@@ -151,7 +151,10 @@ def _classifier_meta(model_dir: str, name: str) -> dict[str, Any]:
 
     meta_file = Path(model_dir) / CLASSIFIER_META
     if not meta_file.is_file():
-        raise InputError(f"MAP model '{name}' has no {CLASSIFIER_META}. Expected {MAP_EXPECTED}.")
+        raise InputError(
+            f"MAP model '{name}' has no {CLASSIFIER_META} (not a classifier, or still training). "
+            f"Expected {MAP_EXPECTED}. {MAKE_HINT}"
+        )
     return json.loads(meta_file.read_text())
 
 
@@ -256,7 +259,10 @@ def load_eedi_retriever(name: str) -> tuple[Any, dict[str, Any], str]:
     with _lock:
         if key not in _retrievers:
             if not (Path(model_dir) / "modules.json").is_file():
-                raise InputError(f"Eedi model '{name}' has no modules.json. Expected {EEDI_EXPECTED}.")
+                raise InputError(
+                    f"Eedi model '{name}' has no modules.json (not a retriever, or still training). "
+                    f"Expected {EEDI_EXPECTED}. {MAKE_HINT}"
+                )
             logger.info("Loading the Eedi retriever %s", model_dir)
             _retrievers[key] = load_retriever(model_dir)
         model, meta = _retrievers[key]
@@ -355,7 +361,7 @@ def page_call(fn: Callable[..., Any], *args: Any, what: str = "the prediction") 
     try:
         return fn(*args), ""
     except (InputError, FileNotFoundError) as err:
-        return None, f"**Please check the input.** {_one_line(err)}"
+        return None, f"**Please check:** {_one_line(err)}"
     except Exception as err:  # the page shows a short message; the traceback goes to the server log only
         logger.exception("The app failed during %s", what)
         return None, f"**Something went wrong during {what}** ({type(err).__name__}: {_one_line(err)[:300]}). "
