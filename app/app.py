@@ -128,7 +128,12 @@ def build_demo(settings: logic.AppSettings) -> gr.Blocks:
             map_btn = gr.Button("Submit", variant="primary", elem_id="map-submit")
             map_status = gr.Markdown(elem_id="map-status")
             map_table = gr.Dataframe(
-                headers=logic.MAP_COLUMNS, label="Most likely labels", interactive=False, elem_id="map-results"
+                headers=logic.MAP_COLUMNS,
+                label="Most likely labels",
+                interactive=False,
+                wrap=True,
+                column_widths=["8%", "30%", "34%", "13%", "15%"],
+                elem_id="map-results",
             )
         with gr.Tab("Eedi: diagnose a wrong answer", id="eedi"):
             with gr.Row():

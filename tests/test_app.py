@@ -303,6 +303,7 @@ def test_app_in_a_real_browser(map_model, map_row, eedi_case, embedding_cache, t
     )
 
     def screenshot(page, name: str) -> None:
+        page.wait_for_timeout(400)  # let the results table finish fading in
         page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
         for folder in shots[1:]:
             folder.mkdir(parents=True, exist_ok=True)
