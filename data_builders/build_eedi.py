@@ -31,7 +31,8 @@ import logging
 from pathlib import Path
 
 from misconceptions import InputError, atomic_path, build_eedi_dataset, cli_entry
-from misconceptions.eedi import FOLD_BY, push_eedi_dataset, write_wide_csv
+from misconceptions.eedi import FOLD_BY, eedi_hub_configs, write_wide_csv
+from misconceptions.hub import add_push_arguments, launch_command, save_and_push_dataset_card
 
 
 logger = logging.getLogger(__name__)
@@ -52,8 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="scripts/explain.py output folder: fills each query's <LLMOutput> (every wrong answer needs one)",
     )
-    parser.add_argument("--push_to_hub", metavar="REPO_ID", default=None, help="also push to this Hub dataset repo")
-    parser.add_argument("--public", action="store_true", help="make the pushed dataset public (private by default)")
+    add_push_arguments(parser, "ORG/eedi-misconceptions")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output_dir")
     return parser.parse_args(argv)
 
@@ -74,10 +74,25 @@ def main(argv=None) -> None:
             write_wide_csv(questions[questions["fold"] == fold], tmp / f"fold{fold}.csv")
         misconceptions.to_csv(tmp / "misconception_mapping.csv", index=False)
     print(f"Saved {dict(dataset.num_rows)} with {args.n_folds} folds by {args.fold_by} to {output_dir}")
-    if args.push_to_hub:
-        push_eedi_dataset(
-            dataset, args.push_to_hub, private=not args.public, source=f"Eedi train.csv from {args.train_csv}"
-        )
+    save_and_push_dataset_card(
+        eedi_hub_configs(dataset),
+        output_dir,
+        args,
+        build_command=launch_command(__file__, argv),
+        pretty_name="Eedi: Mining Misconceptions in Mathematics (pairs)",
+        description=(
+            "One row per (question, wrong answer) with the correct and wrong answer texts, construct, subject, the "
+            f"misconception id and name, the query text, and a `fold` column ({args.n_folds} folds grouped by "
+            f"{args.fold_by}, seed {args.seed}). `unlabelled` holds wrong answers without a misconception "
+            "(inference only). The `misconceptions` config is the 2,587 misconception names."
+        ),
+        source=(
+            "Kaggle competition [Eedi - Mining Misconceptions in Mathematics]"
+            f"(https://www.kaggle.com/competitions/eedi-mining-misconceptions-in-mathematics): `{args.train_csv}` and "
+            f"`{args.misconceptions_csv}`"
+        ),
+        task_categories=["text-retrieval"],
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import logging
 from pathlib import Path
 
 from misconceptions import InputError, atomic_path, build_map_dataset, cli_entry
-from misconceptions.hub import push_dataset
+from misconceptions.hub import add_push_arguments, launch_command, save_and_push_dataset_card
 
 
 logger = logging.getLogger(__name__)
@@ -41,8 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", required=True, help="where the DatasetDict is saved (must not exist yet)")
     parser.add_argument("--validation_size", type=float, default=0.2, help="share of rows held out (default 0.2)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the stratified split (default 42)")
-    parser.add_argument("--push_to_hub", metavar="REPO_ID", default=None, help="also push to this Hub dataset repo")
-    parser.add_argument("--public", action="store_true", help="make the pushed dataset public (private by default)")
+    add_push_arguments(parser, "ORG/map-misconceptions")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output_dir")
     return parser.parse_args(argv)
 
@@ -62,8 +61,24 @@ def main(argv=None) -> None:
                 str(tmp / f"{name}.csv"), index=False
             )
     print(f"Saved {dict(dataset.num_rows)} to {output_dir}")
-    if args.push_to_hub:
-        push_dataset(dataset, args.push_to_hub, private=not args.public, source=f"MAP train.csv from {args.train_csv}")
+    save_and_push_dataset_card(
+        {"default": dataset},
+        output_dir,
+        args,
+        build_command=launch_command(__file__, argv),
+        pretty_name="MAP: Charting Student Math Misunderstandings",
+        description=(
+            "Students' answers to multiple-choice math questions with their free-text explanations, labelled "
+            "`Category:Misconception` (the `label` ClassLabel). The validation split is stratified by label; labels "
+            f"with one row stay in train. Validation share {args.validation_size}, seed {args.seed}."
+        ),
+        source=(
+            "Kaggle competition [MAP - Charting Student Math Misunderstandings]"
+            f"(https://www.kaggle.com/competitions/map-charting-student-math-misunderstandings): `{args.train_csv}`"
+            + (f" and `{args.test_csv}` (the unlabelled `test` split)" if args.test_csv else "")
+        ),
+        task_categories=["text-classification"],
+    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ from pathlib import Path
 import pandas as pd
 
 from misconceptions import InputError, atomic_path, cli_entry, read_misconceptions_csv
-from misconceptions.eedi import push_eedi_dataset, write_wide_csv
+from misconceptions.eedi import eedi_hub_configs, write_wide_csv
+from misconceptions.hub import add_push_arguments, launch_command, save_and_push_dataset_card
 from misconceptions.synthetic import read_generations, synthetic_dataset, synthetic_questions
 
 
@@ -48,8 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--misconceptions_csv", required=True, help="misconception_mapping.csv (id, name)")
     parser.add_argument("--output_dir", required=True, help="where the DatasetDict is saved (must not exist yet)")
-    parser.add_argument("--push_to_hub", metavar="REPO_ID", default=None, help="also push to this Hub dataset repo")
-    parser.add_argument("--public", action="store_true", help="make the pushed dataset public (private by default)")
+    add_push_arguments(parser, "ORG/eedi-synthetic")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output_dir")
     return parser.parse_args(argv)
 
@@ -77,10 +77,21 @@ def main(argv=None) -> None:
         f"Saved {dataset['train'].num_rows} synthetic rows for {covered} misconceptions "
         f"(from {len(records)} generated for) to {output_dir}"
     )
-    if args.push_to_hub:
-        push_eedi_dataset(
-            dataset, args.push_to_hub, private=not args.public, source=f"Synthetic questions from {args.generations}"
-        )
+    save_and_push_dataset_card(
+        eedi_hub_configs(dataset),
+        output_dir,
+        args,
+        build_command=launch_command(__file__, argv),
+        pretty_name="Eedi misconceptions: synthetic questions",
+        description=(
+            "Multiple-choice questions written by an LLM (scripts/generate_synthetic.py) for misconceptions with "
+            "little or no training data, in the Eedi pairs schema (`source` = synthetic, `fold` = -1: training "
+            "only). Each row was validated (JSON fields, four distinct options, correct != wrong) and deduplicated."
+        ),
+        source=f"Generations in {', '.join(f'`{g}`' for g in args.generations)}; names from `{args.misconceptions_csv}`",
+        license_note="Generated text; the misconception names come from the Eedi competition data (check its rules).",
+        task_categories=["text-retrieval"],
+    )
 
 
 if __name__ == "__main__":

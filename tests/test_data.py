@@ -11,7 +11,6 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-import json
 
 import pandas as pd
 import pytest
@@ -145,30 +144,3 @@ def test_prediction_input_allows_empty_explanation(small_map_csv, tmp_path):
     assert len(read_map_csv(path, require_labels=False, allow_empty_explanation=True)) == len(df)
     with pytest.raises(InputError, match="empty or NaN"):
         read_map_csv(path, require_labels=False)
-
-
-def test_push_to_hub_goes_through_huggingface_hub(small_map_dataset, monkeypatch):
-    """The builder's push runs the real datasets -> huggingface_hub code; we stop it at the HfApi boundary."""
-    import httpx2
-    from datasets import load_from_disk
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import RepositoryNotFoundError
-
-    from misconceptions.hub import push_dataset
-
-    calls = {}
-
-    def fake_repo_info(self, repo_id, *args, **kwargs):
-        request = httpx2.Request("GET", f"https://huggingface.co/api/datasets/{repo_id}")
-        raise RepositoryNotFoundError("not found", response=httpx2.Response(404, request=request))
-
-    def fake_create_repo(self, repo_id, *args, **kwargs):
-        calls["create_repo"] = (repo_id, kwargs.get("private"), kwargs.get("repo_type"))
-        raise ConnectionError("Hub unreachable in tests")
-
-    monkeypatch.setattr(HfApi, "repo_info", fake_repo_info)
-    monkeypatch.setattr(HfApi, "create_repo", fake_create_repo)
-    with pytest.raises(ConnectionError, match="Hub unreachable"):  # a failed push is reported, not swallowed
-        push_dataset(load_from_disk(str(small_map_dataset)), "org/map-test", private=True)
-    assert calls["create_repo"] == ("org/map-test", True, "dataset")
-    assert json.loads((small_map_dataset / "dataset_dict.json").read_text())["splits"] == ["train", "validation"]

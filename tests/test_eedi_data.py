@@ -23,13 +23,12 @@ from datasets import load_from_disk
 from misconceptions import (
     EEDI_QUERY_PROMPT,
     InputError,
-    build_eedi_dataset,
     format_query,
     load_eedi_dataset,
     pivot_wrong_answers,
     read_questions_csv,
 )
-from misconceptions.eedi import assign_folds, push_eedi_dataset
+from misconceptions.eedi import assign_folds
 
 from .conftest import DATA, REPO, run_script
 
@@ -160,20 +159,6 @@ def test_build_eedi_writes_dataset_and_fold_csvs(small_csvs, tmp_path):
         "MisconceptionId",
         "MisconceptionName",
     ]
-
-
-def test_push_uses_two_configs(small_csvs, monkeypatch):
-    """Pushing is tested at the datasets boundary (no Hub here): pairs in the default config, misconceptions apart."""
-    from datasets import Dataset, DatasetDict
-
-    dataset, _, _ = build_eedi_dataset(*small_csvs)
-    calls = []
-    monkeypatch.setattr(DatasetDict, "push_to_hub", lambda self, repo, **kw: calls.append(("pairs", set(self), kw)))
-    monkeypatch.setattr(Dataset, "push_to_hub", lambda self, repo, **kw: calls.append(("table", self.num_rows, kw)))
-    push_eedi_dataset(dataset, "org/eedi", private=True)
-    assert calls[0][:2] == ("pairs", {"train", "unlabelled"}) and calls[0][2]["private"] is True
-    assert calls[1][1] == dataset["misconceptions"].num_rows
-    assert calls[1][2]["config_name"] == "misconceptions" and calls[1][2]["split"] == "train"
 
 
 @pytest.fixture

@@ -329,10 +329,10 @@ def finalize_classifier(
     """Save model + tokenizer + label metadata, evaluate the full ranking pipeline, plot training and evaluation
     (`<output_dir>/plots/`), write the card, push if asked."""
     from .plots import PLOTS_DIR, link_plots_in_card, plot_map, plot_training_curves
-    from .training import log_and_save_train_metrics, push_if_asked
+    from .training import card_and_push, log_and_save_train_metrics, save_model_without_push
 
     log_and_save_train_metrics(trainer, train_result, len(train_df))
-    trainer.save_model(training_args.output_dir)
+    save_model_without_push(trainer, training_args.output_dir)
     output_dir = Path(training_args.output_dir)
     meta = {
         "task": "map-classification",
@@ -392,7 +392,16 @@ def finalize_classifier(
             tags=["misconceptions", "map", "text-classification"],
         )
         link_plots_in_card(output_dir)
-    push_if_asked(
-        trainer, training_args, commit_message=f"MAP classifier, eval MAP@3 {metrics.get('eval_map@3', 0):.4f}"
+    card_and_push(
+        trainer,
+        training_args,
+        f"MAP classifier, eval MAP@3 {metrics.get('eval_map@3', 0):.4f}",
+        task="MAP misconception classification (question + chosen answer + explanation -> Category:Misconception)",
+        base_model=model_args.model_name_or_path,
+        dataset=script_args.dataset_name,
+        metrics=metrics,
+        usage="python scripts/predict_classifier.py --model MODEL --input_csv test.csv --output_csv submission.csv",
+        tags=["map", "text-classification"],
+        library_name="peft" if hasattr(model, "peft_config") else "transformers",
     )
     return metrics

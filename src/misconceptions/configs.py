@@ -39,6 +39,13 @@ class ScriptArguments(trl.ScriptArguments):
 class ClassifierConfig(TrainingArguments):
     """TrainingArguments plus the MAP classifier's own settings."""
 
+    hub_private_repo: bool | None = field(
+        default=True,
+        metadata={
+            "help": "Create the Hub repo private (the default here; false for public). Kept if the repo exists."
+        },
+    )
+
     max_length: int = field(default=256, metadata={"help": "Tokens kept per input (longer inputs are truncated)."})
     text_template: str | None = field(
         default=None,
@@ -99,6 +106,13 @@ POOLING_CHOICES = ("last_token", "mean", "cls")
 @dataclass
 class RetrieverConfig(SentenceTransformerTrainingArguments):
     """SentenceTransformerTrainingArguments plus the Eedi bi-encoder retriever's own settings."""
+
+    hub_private_repo: bool | None = field(
+        default=True,
+        metadata={
+            "help": "Create the Hub repo private (the default here; false for public). Kept if the repo exists."
+        },
+    )
 
     fold: int = field(
         default=0, metadata={"help": "Held-out fold (the dataset's `fold` column); -1 trains on every fold, no eval."}
@@ -213,6 +227,13 @@ class RetrieverConfig(SentenceTransformerTrainingArguments):
 class RerankerConfig(trl.SFTConfig):
     """SFTConfig (the listwise reranker's trainer) plus the reranker's own settings; the pointwise cross-encoder
     gets the same training settings as CrossEncoderTrainingArguments."""
+
+    hub_private_repo: bool | None = field(
+        default=True,
+        metadata={
+            "help": "Create the Hub repo private (the default here; false for public). Kept if the repo exists."
+        },
+    )
 
     reranker_type: str = field(
         default="listwise",

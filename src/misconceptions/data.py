@@ -163,7 +163,10 @@ def load_dataset_any(name_or_path: str, **kwargs) -> DatasetDict:
             raise InputError(f"{name_or_path}: not a dataset saved with save_to_disk ({err})") from None
     if os.path.sep in name_or_path and not os.path.exists(name_or_path) and name_or_path.startswith((".", "/")):
         raise InputError(f"{name_or_path}: dataset folder not found")
-    return load_dataset(name_or_path, **kwargs)
+    from .hub import split_revision
+
+    repo_id, revision = split_revision(name_or_path)  # ORG/NAME@REVISION
+    return load_dataset(repo_id, revision=revision, **kwargs)
 
 
 def map_frame(split: Dataset) -> pd.DataFrame:

@@ -307,24 +307,21 @@ def load_eedi_dataset(name_or_path: str) -> tuple[DatasetDict, pd.DataFrame]:
         misconceptions = dataset[MISCONCEPTIONS_SPLIT].to_pandas()
         pairs = DatasetDict({k: v for k, v in dataset.items() if k != MISCONCEPTIONS_SPLIT})
     else:  # On the Hub the two tables are separate configs (their columns differ).
-        pairs = load_dataset(name_or_path)
-        misconceptions = load_dataset(name_or_path, MISCONCEPTIONS_CONFIG, split="train").to_pandas()
+        from .hub import split_revision
+
+        repo_id, revision = split_revision(name_or_path)  # ORG/NAME@REVISION
+        pairs = load_dataset(repo_id, revision=revision)
+        misconceptions = load_dataset(repo_id, MISCONCEPTIONS_CONFIG, split="train", revision=revision).to_pandas()
     for column in MISCONCEPTION_COLUMNS:
         if column not in misconceptions.columns:
             raise InputError(f"{name_or_path}: the misconceptions table lacks column '{column}'")
     return pairs, misconceptions.sort_values("MisconceptionId").reset_index(drop=True)
 
 
-def push_eedi_dataset(dataset: DatasetDict, repo_id: str, private: bool = True, source: str = "") -> str:
-    """Push the pairs (default config) and the misconceptions (config `misconceptions`); errors propagate."""
+def eedi_hub_configs(dataset: DatasetDict) -> dict[str, DatasetDict]:
+    """The Hub layout of a build_eedi.py dataset: the pairs as the default config, the misconceptions as another."""
     pairs = DatasetDict({k: v for k, v in dataset.items() if k != MISCONCEPTIONS_SPLIT})
-    message = f"Build dataset. {source}".strip()
-    logger.info("Pushing %s to the Hub as %s (private=%s)", dict(dataset.num_rows), repo_id, private)
-    pairs.push_to_hub(repo_id, private=private, commit_message=message)
-    dataset[MISCONCEPTIONS_SPLIT].push_to_hub(
-        repo_id, config_name=MISCONCEPTIONS_CONFIG, split="train", private=private, commit_message=message
-    )
-    return repo_id
+    return {"default": pairs, MISCONCEPTIONS_CONFIG: DatasetDict({"train": dataset[MISCONCEPTIONS_SPLIT]})}
 
 
 def seen_misconception_ids(train_df: pd.DataFrame) -> list[int]:

@@ -37,5 +37,12 @@ def cli_entry(main: Callable[..., Any]) -> Callable[..., Any]:
         except (InputError, FileNotFoundError) as err:
             print(f"error: {err}", file=sys.stderr)  # noqa: T201
             sys.exit(2)
+        except RuntimeError as err:
+            from .hub import HubPushError
+
+            if not isinstance(err, HubPushError):
+                raise
+            print(f"error: {err}", file=sys.stderr)  # noqa: T201
+            sys.exit(1)
 
     return wrapper

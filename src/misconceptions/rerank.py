@@ -623,10 +623,10 @@ def finalize_reranker(
     (`<output_dir>/plots/`), write the card, push."""
     from .plots import PLOTS_DIR, link_plots_in_card, plot_training_curves
     from .retrieval import submission_frame
-    from .training import log_and_save_train_metrics, push_if_asked
+    from .training import card_and_push, log_and_save_train_metrics, save_model_without_push
 
     log_and_save_train_metrics(trainer, train_result, int(meta["train_rows"]))
-    trainer.save_model(training_args.output_dir)
+    save_model_without_push(trainer, training_args.output_dir)
     output_dir = Path(training_args.output_dir)
     metrics: dict[str, float] = {}
     if trainer.is_world_process_zero():
@@ -652,10 +652,17 @@ def finalize_reranker(
         if meta["reranker_type"] == "listwise":  # the cross-encoder writes its card (README.md) when saved
             trainer.create_model_card(model_name=output_dir.name, tags=["misconceptions", "eedi", "reranker"])
         link_plots_in_card(output_dir)
-    push_if_asked(
+    card_and_push(
         trainer,
         training_args,
-        commit_message=f"Eedi {meta['reranker_type']} reranker, eval MAP@25 {metrics.get('eval_reranked_map@25', 0):.4f}",
+        f"Eedi {meta['reranker_type']} reranker, eval MAP@25 {metrics.get('eval_reranked_map@25', 0):.4f}",
+        task=f"Eedi misconception reranking ({meta['reranker_type']}) of a retriever's candidates",
+        base_model=meta.get("base_model"),
+        dataset=meta.get("dataset"),
+        metrics=metrics,
+        usage="python scripts/rerank.py --model MODEL --candidates CANDIDATES --output_csv reranked.csv",
+        tags=["eedi", "reranker"],
+        library_name="sentence-transformers" if meta["reranker_type"] == "pointwise" else "transformers",
     )
     return metrics
 

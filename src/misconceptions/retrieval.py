@@ -482,10 +482,10 @@ def finalize_retriever(
     """Save model + metadata, evaluate the final (best) model on the held-out fold, plot training and evaluation
     (`<output_dir>/plots/`), write the card, push if asked."""
     from .plots import PLOTS_DIR, link_plots_in_card, plot_eedi, plot_training_curves
-    from .training import log_and_save_train_metrics, push_if_asked
+    from .training import card_and_push, log_and_save_train_metrics, save_model_without_push
 
     log_and_save_train_metrics(trainer, train_result, len(train_df))
-    trainer.save_model(training_args.output_dir)
+    save_model_without_push(trainer, training_args.output_dir)
     output_dir = Path(training_args.output_dir)
     from .eedi import seen_misconception_ids
 
@@ -532,8 +532,20 @@ def finalize_retriever(
             tags=["misconceptions", "eedi", "sentence-similarity", "feature-extraction"],
         )
         link_plots_in_card(output_dir)
-    push_if_asked(
-        trainer, training_args, commit_message=f"Eedi retriever, eval MAP@25 {metrics.get('eval_map@25', 0):.4f}"
+    card_and_push(
+        trainer,
+        training_args,
+        f"Eedi retriever, eval MAP@25 {metrics.get('eval_map@25', 0):.4f}",
+        task="Eedi misconception retrieval (question + correct answer + wrong answer -> misconception), a bi-encoder",
+        base_model=model_args.model_name_or_path,
+        dataset=script_args.dataset_name,
+        metrics=metrics,
+        usage=(
+            "python scripts/retrieve.py --model MODEL --input_csv test.csv "
+            "--misconceptions_csv misconception_mapping.csv --output_csv submission.csv"
+        ),
+        tags=["eedi", "sentence-similarity", "feature-extraction"],
+        library_name="sentence-transformers",
     )
     return metrics
 

@@ -13,6 +13,7 @@
 # limitations under the License.
 """The shared parts of every training script: logging, checkpoint resolution, and the save/card/push tail."""
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -77,8 +78,54 @@ def log_and_save_train_metrics(trainer, train_result, num_samples: int) -> None:
     trainer.save_state()
 
 
-def push_if_asked(trainer, training_args, commit_message: str) -> None:
-    """Push output_dir to the Hub when push_to_hub is set; errors propagate (a failed push is never hidden)."""
-    if training_args.push_to_hub:
-        logger.info("Pushing %s to the Hub as %s", training_args.output_dir, training_args.hub_model_id)
-        trainer.push_to_hub(commit_message=commit_message)
+def save_model_without_push(trainer, output_dir: str) -> None:
+    """`trainer.save_model` without the push it starts when push_to_hub is set: card_and_push pushes once, with the
+    toolkit's card, after the final evaluation."""
+    push, trainer.args.push_to_hub = trainer.args.push_to_hub, False
+    try:
+        trainer.save_model(output_dir)
+    finally:
+        trainer.args.push_to_hub = push
+
+
+def card_and_push(
+    trainer,
+    training_args,
+    commit_message: str,
+    *,
+    task: str,
+    base_model: str | None,
+    dataset: str | None,
+    metrics: dict,
+    usage: str,
+    tags: list[str],
+    library_name: str | None = None,
+) -> str | None:
+    """On the main process: add the toolkit's section to the model card, then push output_dir if push_to_hub is set.
+
+    The push goes through `hub.push_folder` (private unless hub_private_repo is false, hub_revision as the branch,
+    checkpoints left out); a failure raises HubPushError after everything is saved locally.
+    """
+    from .hub import push_model_folder, update_model_card
+
+    if not trainer.is_world_process_zero():
+        return None
+    all_metrics = {}
+    for name in ("train_results.json", "eval_results.json"):
+        path = Path(training_args.output_dir) / name
+        if path.is_file():
+            all_metrics |= json.loads(path.read_text())
+    update_model_card(
+        training_args.output_dir,
+        task=task,
+        base_model=base_model,
+        dataset=dataset,
+        metrics=all_metrics | metrics,
+        usage=usage,
+        tags=tags,
+        library_name=library_name,
+        hub_model_id=training_args.hub_model_id,
+    )
+    if training_args.push_to_hub and hasattr(trainer, "_finish_current_push"):
+        trainer._finish_current_push()  # a checkpoint push (hub_strategy every_save) still running goes first
+    return push_model_folder(training_args.output_dir, training_args, commit_message)
