@@ -144,3 +144,21 @@ def test_prediction_input_allows_empty_explanation(small_map_csv, tmp_path):
     assert len(read_map_csv(path, require_labels=False, allow_empty_explanation=True)) == len(df)
     with pytest.raises(InputError, match="empty or NaN"):
         read_map_csv(path, require_labels=False)
+
+
+def test_atomic_outputs_get_the_usual_permissions(tmp_path):
+    """Files written through atomic_path are readable like any other output (mkstemp alone would leave 0600)."""
+    import os
+    import stat
+
+    from misconceptions import atomic_path, write_json
+
+    umask = os.umask(0o022)
+    try:
+        write_json(tmp_path / "metrics.json", {"map@3": 0.9})
+        with atomic_path(tmp_path / "folder", is_dir=True) as tmp:
+            (tmp / "a.txt").write_text("x")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o755

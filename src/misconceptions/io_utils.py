@@ -37,6 +37,10 @@ def atomic_path(final_path: str | os.PathLike, is_dir: bool = False) -> Iterator
         tmp = Path(name)
     try:
         yield tmp
+        if tmp.exists():  # mkstemp/mkdtemp create 0600/0700; give the output the umask's usual permissions
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp.chmod((0o777 if tmp.is_dir() else 0o666) & ~umask)
         if is_dir and final_path.exists():
             shutil.rmtree(final_path)
         os.replace(tmp, final_path)
