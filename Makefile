@@ -164,6 +164,10 @@ bench: install $(EEDI_MODEL)/train_results.json $(RERANKER_MODEL)/train_results.
 		--pointwise $(RERANKER_MODEL) --listwise $(LISTWISE_MODEL) --output bench/results/eedi_rerank.json
 	HF_HUB_OFFLINE=1 $(PY) bench/synthetic.py --dataset $(DEMO_DIR)/eedi --fold 0 --work_dir $(DEMO_DIR)/bench-synthetic \
 		--max_misconceptions 60 --retriever_flags "--num_train_epochs 3" --output bench/results/synthetic.json
+	$(MAKE) --no-print-directory $(MAP_MODEL)/train_results.json && HF_HUB_OFFLINE=1 $(PY) bench/inference_speed.py \
+		--map_model $(MAP_MODEL) --map_csv $(DEMO_DIR)/map/validation.csv --eedi_model $(EEDI_MODEL) \
+		--eedi_csv $(DEMO_DIR)/eedi/fold0.csv --misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv \
+		--output bench/results/inference_speed.json
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

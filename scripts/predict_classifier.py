@@ -19,17 +19,23 @@ plots of AP@K per label and a confusion matrix of the most frequent labels to <o
 Usage:
 
     python scripts/predict_classifier.py --model data/map-minilm-cpu --input_csv data/map/validation.csv \
-        --output_csv data/submission.csv [--top_k 3] [--no-restrict_labels] [--no-derive_prefix]
+        --output_csv data/submission.csv [--top_k 3] [--no-restrict_labels] [--no-derive_prefix] \
+        [--backend {auto,torch,onnx,onnx-int8}]
+
+--backend auto (the default) runs int8 ONNX Runtime on a CPU and torch on a GPU; the exported model is cached beside
+the model (src/misconceptions/onnx_backend.py).
 """
 
 import argparse
 import logging
+import time
 from pathlib import Path
 
 import pandas as pd
 
 from misconceptions import atomic_path, cli_entry, load_classifier, map_at_k, rank_dataframe, read_map_csv, write_json
 from misconceptions.hub import resolve_model_dir
+from misconceptions.onnx_backend import BACKENDS
 from misconceptions.plots import plot_map, prediction_plots_dir
 
 
@@ -43,6 +49,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_csv", required=True, help="where the submission CSV is written")
     parser.add_argument("--top_k", type=int, default=3, help="labels per row (default 3, the competition's)")
     parser.add_argument("--batch_size", type=int, default=128, help="rows per forward pass (default 128)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="inference backend (default auto: onnx-int8 on a CPU, torch on a GPU)",
+    )
     parser.add_argument(
         "--restrict_labels",
         action=argparse.BooleanOptionalAction,
@@ -63,7 +75,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(name)s - %(message)s")
     df = read_map_csv(args.input_csv, require_labels=False, allow_empty_explanation=True)
-    classifier = load_classifier(resolve_model_dir(args.model))
+    classifier = load_classifier(resolve_model_dir(args.model), backend=args.backend)
+    started = time.perf_counter()
     ranked = rank_dataframe(
         classifier,
         df,
@@ -71,6 +84,10 @@ def main(argv=None) -> dict:
         restrict_labels=args.restrict_labels,
         derive_prefix=args.derive_prefix,
         batch_size=args.batch_size,
+    )
+    seconds = time.perf_counter() - started
+    logger.info(
+        "Ranked %d rows in %.1f s (%.0f rows/s, backend %s)", len(df), seconds, len(df) / seconds, classifier.backend
     )
     submission = pd.DataFrame({"row_id": df["row_id"], "Category:Misconception": [" ".join(r) for r in ranked]})
     metrics = {}

@@ -24,7 +24,11 @@ Usage:
 
     python scripts/retrieve.py --model data/eedi-minilm-cpu --input_csv data/eedi/fold0.csv \
         --misconceptions_csv data/eedi/misconception_mapping.csv --output_csv data/eedi_fold0_submission.csv \
-        [--top_k 25] [--candidates_out data/eedi-minilm-cpu-candidates] [--use_faiss]
+        [--top_k 25] [--candidates_out data/eedi-minilm-cpu-candidates] [--use_faiss] \
+        [--backend {auto,torch,onnx,onnx-int8}]
+
+--backend auto (the default) encodes with int8 ONNX Runtime on a CPU and torch on a GPU; the exported model is cached
+beside the model (src/misconceptions/onnx_backend.py).
 """
 
 import argparse
@@ -35,6 +39,7 @@ import numpy as np
 
 from misconceptions import InputError, atomic_path, cli_entry, retrieval_metrics, write_json
 from misconceptions.hub import resolve_model_dir
+from misconceptions.onnx_backend import BACKENDS
 from misconceptions.plots import plot_eedi, prediction_plots_dir
 from misconceptions.retrieval import retrieve_candidates, save_candidates, submission_frame
 
@@ -53,6 +58,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--candidates_k", type=int, default=100, help="candidates saved per row (default 100)")
     parser.add_argument("--batch_size", type=int, default=64, help="texts per forward pass (default 64)")
     parser.add_argument("--use_faiss", action="store_true", help="search with a FAISS flat index (also exact)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="inference backend (default auto: onnx-int8 on a CPU, torch on a GPU)",
+    )
     parser.add_argument("--cache_dir", default=None, help="embedding cache (default $MISCONCEPTIONS_CACHE/embeddings)")
     parser.add_argument(
         "--explanations", default=None, help="scripts/explain.py folder: add <LLMOutput> to the queries"
@@ -81,6 +92,7 @@ def main(argv=None) -> dict:
         use_faiss=args.use_faiss,
         embedding_cache=args.cache_dir,
         explanations=args.explanations,
+        backend=args.backend,
     )
     labelled_input = candidates["MisconceptionId"].notna().to_numpy()
     ranked = np.stack([np.asarray(ids) for ids in candidates["candidate_ids"]])
@@ -90,7 +102,10 @@ def main(argv=None) -> dict:
     output_csv = Path(args.output_csv)
     with atomic_path(output_csv) as tmp:
         submission.to_csv(tmp, index=False)
-    print(f"Wrote {len(submission)} rows to {output_csv} ({info['queries_per_second']:.1f} queries/s encoded)")
+    print(
+        f"Wrote {len(submission)} rows to {output_csv} "
+        f"({info['queries_per_second']:.1f} queries/s encoded, backend {info['backend']})"
+    )
     metrics: dict = {}
     if labelled_input.any():
         seen = set(meta["seen_misconception_ids"]) if "seen_misconception_ids" in meta else None

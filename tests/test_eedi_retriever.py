@@ -157,7 +157,11 @@ def test_retrieve_writes_submission_metrics_and_uses_the_cache(minilm_run, eedi_
     out, _ = minilm_run
     held_out = eedi_data["dataset"] / "fold0.csv"
     cache = tmp_path / "cache"
-    proc = _retrieve(out, held_out, eedi_data["mapping_csv"], tmp_path / "sub.csv", "--cache_dir", str(cache))
+    # torch, as the training evaluation (the int8 default may move near-ties: tests/test_onnx.py)
+    torch_backend = ("--backend", "torch")
+    proc = _retrieve(
+        out, held_out, eedi_data["mapping_csv"], tmp_path / "sub.csv", "--cache_dir", str(cache), *torch_backend
+    )
     sub = pd.read_csv(tmp_path / "sub.csv", dtype=str)
     questions = pd.read_csv(held_out, dtype=str, keep_default_na=False)
     expected = [
@@ -179,7 +183,14 @@ def test_retrieve_writes_submission_metrics_and_uses_the_cache(minilm_run, eedi_
     assert len(list(cache.glob("*.npy"))) == 1
     # Second run: the misconception embeddings come from the cache, with the same result; FAISS search agrees.
     _retrieve(
-        out, held_out, eedi_data["mapping_csv"], tmp_path / "again.csv", "--cache_dir", str(cache), "--use_faiss"
+        out,
+        held_out,
+        eedi_data["mapping_csv"],
+        tmp_path / "again.csv",
+        "--cache_dir",
+        str(cache),
+        "--use_faiss",
+        *torch_backend,
     )
     again = json.loads((tmp_path / "again_metrics.json").read_text())
     assert again["misconception_embeddings_cached"] is True and again["map@25"] == pytest.approx(metrics["map@25"])

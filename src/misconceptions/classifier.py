@@ -207,16 +207,32 @@ def quantization_to_dict(model) -> dict | None:
 
 @dataclass
 class Classifier:
-    """A trained classifier: the model, its tokenizer, its saved metadata, and the optional TF-IDF blend."""
+    """A trained classifier: the model, its tokenizer, its saved metadata, the optional TF-IDF blend, and the
+    inference backend (`onnx` holds the ONNX Runtime session of the `onnx`/`onnx-int8` backends, else None)."""
 
     model: Any
     tokenizer: Any
     meta: dict[str, Any]
     tfidf: Any = None
+    backend: str = "torch"
+    onnx: Any = None
+
+    def predict_probs(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """The model's probabilities for texts, on the loaded backend."""
+        if self.onnx is not None:
+            return self.onnx.predict_probs(texts, self.meta["max_length"], batch_size)
+        return predict_probs(self.model, self.tokenizer, texts, self.meta["max_length"], batch_size)
 
 
-def load_classifier(model_dir: str) -> Classifier:
-    """Load a trained classifier folder: a full model, or a LoRA adapter on its (possibly 4-bit) base model."""
+def load_classifier(model_dir: str, backend: str = "torch") -> Classifier:
+    """Load a trained classifier folder: a full model, or a LoRA adapter on its (possibly 4-bit) base model.
+
+    `backend`: `torch`, `onnx`, `onnx-int8` or `auto` (see `onnx_backend`); a model that ONNX cannot run falls back to
+    torch with a one-line warning.
+    """
+    from .onnx_backend import load_onnx_classifier, resolve_backend
+
+    backend = resolve_backend(backend)
     path = Path(model_dir)
     meta_file = path / CLASSIFIER_META
     if not meta_file.is_file():
@@ -232,7 +248,8 @@ def load_classifier(model_dir: str) -> Classifier:
             del config.quantization_config  # re-applied from the saved settings
     model = load_model_or_adapter(AutoModelForSequenceClassification, model_dir, meta, config=config)
     tfidf = load_tfidf(model_dir) if meta.get("tfidf_weight", 0.0) > 0 else None
-    return Classifier(model, tokenizer, meta, tfidf)
+    onnx = load_onnx_classifier(model, tokenizer, model_dir, backend) if backend != "torch" else None
+    return Classifier(model, tokenizer, meta, tfidf, backend if onnx is not None else "torch", onnx)
 
 
 def texts_for(df: pd.DataFrame, template: str | None) -> list[str]:
@@ -262,7 +279,7 @@ def rank_dataframe(
         derive_prefix=meta["derive_prefix"] if derive_prefix is None else derive_prefix,
     )
     texts = texts_for(df, meta.get("text_template"))
-    probs = predict_probs(classifier.model, classifier.tokenizer, texts, meta["max_length"], batch_size)
+    probs = classifier.predict_probs(texts, batch_size)
     if classifier.tfidf is not None:
         weight = meta["tfidf_weight"]
         probs = (1 - weight) * probs + weight * tfidf_probs(classifier.tfidf, texts, meta["model_labels"])

@@ -234,6 +234,7 @@ def cached_document_embeddings(
                 getattr(module, "document_length", None),
                 len(texts),
             ]
+            + ([model.backend] if getattr(model, "backend", "torch") != "torch" else [])  # ONNX embeddings apart
         ).encode()
     ).hexdigest()[:32]
     folder = Path(cache_folder) if cache_folder else cache_dir() / "embeddings"
@@ -447,8 +448,18 @@ def quantization_to_dict(model: SentenceTransformer) -> dict | None:
     return config.to_dict() if hasattr(config, "to_dict") else dict(config)
 
 
-def load_retriever(model_dir: str, device: str | None = None) -> tuple[SentenceTransformer, dict[str, Any]]:
-    """Load a folder written by train_retriever.py (or any SentenceTransformer folder, with empty metadata)."""
+def load_retriever(
+    model_dir: str, device: str | None = None, backend: str = "torch"
+) -> tuple[SentenceTransformer, dict[str, Any]]:
+    """Load a folder written by train_retriever.py (or any SentenceTransformer folder, with empty metadata).
+
+    `backend`: `torch`, `onnx`, `onnx-int8` or `auto` (see `onnx_backend`). With ONNX the model returned is an
+    `OnnxSentenceEncoder`: the same `encode_query`/`encode_document` on ONNX Runtime, everything else the
+    SentenceTransformer's. A model that ONNX cannot run falls back to torch with a one-line warning.
+    """
+    from .onnx_backend import load_onnx_encoder, resolve_backend
+
+    backend = resolve_backend(backend, task="retriever")
     path = Path(model_dir)
     if not (path / "modules.json").is_file():
         raise InputError(f"{model_dir}: not a sentence-transformers model folder (no modules.json)")
@@ -465,6 +476,8 @@ def load_retriever(model_dir: str, device: str | None = None) -> tuple[SentenceT
     model = SentenceTransformer(str(path), device=device, model_kwargs=model_kwargs or None)
     keep_bnb_cpu_weights_trainable(model)  # the same 4-bit kernels as in training: identical scores
     model.eval()
+    if backend != "torch":
+        model = load_onnx_encoder(model, model_dir, backend) or model
     return model, meta
 
 
@@ -559,13 +572,15 @@ def retrieve_candidates(
     use_faiss: bool = False,
     embedding_cache: str | None = None,
     explanations: str | None = None,
+    backend: str = "torch",
 ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
     """Retrieve the top `k` misconceptions for every wrong answer of an Eedi question CSV.
 
     Inputs are validated before the model loads. Returns (candidates, the model's metadata, run info): one row per
     wrong answer with QuestionId_Answer, QuestionId, Answer, query, MisconceptionId (None when unlabelled) and the
     candidate_ids/candidate_scores/candidate_names lists, best first: `retrieve.py --candidates_out`'s schema.
-    With `explanations` (a scripts/explain.py folder), each query ends with its `<LLMOutput>`.
+    With `explanations` (a scripts/explain.py folder), each query ends with its `<LLMOutput>`. `backend`: see
+    `load_retriever`.
     """
     import time
 
@@ -578,7 +593,7 @@ def retrieve_candidates(
         from .synthetic import attach_explanations
 
         rows = attach_explanations(rows, explanations)
-    model, meta = load_retriever(model_dir)
+    model, meta = load_retriever(model_dir, backend=backend)
     documents, cached = cached_document_embeddings(
         model, model_dir, misconceptions["MisconceptionName"].tolist(), misconceptions_csv, batch_size, embedding_cache
     )
@@ -601,7 +616,11 @@ def retrieve_candidates(
             "candidate_names": [list(row) for row in names[indices]],
         }
     )
-    info = {"queries_per_second": len(rows) / max(encode_seconds, 1e-9), "embeddings_cached": cached}
+    info = {
+        "queries_per_second": len(rows) / max(encode_seconds, 1e-9),
+        "embeddings_cached": cached,
+        "backend": getattr(model, "backend", "torch"),
+    }
     return candidates, meta, info
 
 

@@ -1,0 +1,498 @@
+# Copyright 2026 The misconceptions authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Fast CPU inference: the classifier and the retriever on ONNX Runtime, in fp32 or dynamic int8.
+
+Backends: `torch` (the PyTorch model), `onnx` (the exported graph, fp32), `onnx-int8` (its MatMul weights quantized
+to int8 per output channel, activations quantized on the fly, feed-forward down-projections kept in fp32) and `auto`:
+torch on a GPU, else `CPU_DEFAULTS[task]`, the fastest backend within 0.002 MAP@3 (classifier) or MAP@25 (retriever)
+of torch in bench/inference_speed.py (see bench/RESULTS.md).
+
+Why not optimum: `optimum-onnx`, the only optimum ONNX exporter, requires transformers<4.58, and
+sentence-transformers' own ONNX backend goes through it; this toolkit runs transformers 5.23. So the encoder is
+exported here with `torch.onnx.export` (the TorchScript exporter, `dynamo=False`: a few seconds for a BERT where the
+dynamo exporter takes about a minute, with the same outputs), checked against torch on padded batches of another
+shape, and quantized with `onnxruntime.quantization.quantize_dynamic`.
+
+The exported files are cached beside the model in `<model>/.onnx/` (in `$MISCONCEPTIONS_CACHE/onnx/` when the folder
+is not writable or lies inside the Python installation, as the packaged models do), keyed by the files that define
+the graph (weights and configs: path, size and mtime) and the exporter settings; a changed model is exported again.
+What cannot be reproduced exactly (a PEFT adapter, a 4-bit or half-precision model, pooling other than mean/cls/max,
+extra modules after pooling, a failed export) falls back to torch with a one-line warning.
+
+Inference tokenizes every text once (fast tokenizer), sorts by length, pads each batch only to its longest row, and
+restores the input order. Classifier: logits -> softmax, as `classifier.predict_probs`. Retriever: the token
+embeddings pooled and normalized as the SentenceTransformer's own Pooling/Normalize modules configure.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from filelock import FileLock
+
+from .errors import InputError
+from .model_utils import cache_dir
+
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+# bench/inference_speed.py: the fastest backend within 0.002 MAP@3 (classifier) / MAP@25 (retriever) of torch.
+CPU_DEFAULTS = {"classifier": "onnx-int8", "retriever": "onnx-int8"}
+OPSET = 17
+EXPORT_FORMAT = 1  # bump when the export or quantization settings change: every cache is rebuilt
+# Measured on all-MiniLM-L6-v2 embeddings of Eedi texts (cosine to fp32, top-1 agreement): per-tensor weights lose
+# the most (0.92 / 0.82), per-channel 0.985 / 0.87; keeping the feed-forward down-projections in fp32 (their inputs,
+# after GELU, have long tails that 8-bit activations clip) and 7-bit weights (`reduce_range`, safe on CPUs without
+# VNNI) give 0.991 / 0.95.
+QUANTIZATION = {
+    "weight_type": "QInt8",
+    "per_channel": True,
+    "reduce_range": True,
+    "op_types": ["MatMul"],
+    "keep_fp32": "down-projections",
+}
+VERIFY_ATOL = 1e-3  # the exported fp32 graph against torch, on a padded batch of another shape
+GRAPH_FILES = ("config.json", "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+POOLING_MODES = ("mean", "cls", "max")
+_PROBE = [
+    "3/4 | Because the shaded part is three out of four equal parts of the shape.",
+    "x",
+    "The answer is 0.5 since half of one is a half, so it is the same as 1/2.",
+]
+
+
+class UnsupportedModel(Exception):
+    """This model cannot run on ONNX Runtime with the same outputs as torch."""
+
+
+def resolve_backend(backend: str | None, task: str = "classifier") -> str:
+    """`auto` -> torch on a GPU, else `CPU_DEFAULTS[task]` (task: classifier or retriever); any other name must be one
+    of `BACKENDS`."""
+    backend = backend or "auto"
+    if backend not in BACKENDS:
+        raise InputError(f"unknown inference backend '{backend}'; expected one of: {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "torch" if torch.cuda.is_available() else CPU_DEFAULTS[task]
+    return backend
+
+
+def warn_fallback(model_dir: str | os.PathLike, backend: str, reason: Exception | str) -> None:
+    """The one-line warning of a model that runs on torch instead of the asked ONNX backend."""
+    reason = (str(reason).strip().splitlines() or ["unknown reason"])[0][:300]
+    logger.warning("%s: backend %s unavailable (%s); using torch", model_dir, backend, reason)
+
+
+def num_threads() -> int:
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------------------------------------------------- cache
+
+
+def onnx_cache_folder(model_dir: str | os.PathLike) -> Path:
+    """`<model>/.onnx` when the model folder is writable and not part of the Python installation, else
+    `$MISCONCEPTIONS_CACHE/onnx/<hash of the folder's path>`."""
+    root = Path(model_dir).resolve()
+    installed = any(root.is_relative_to(Path(p).resolve()) for p in {sys.prefix, sys.base_prefix})
+    if not installed and os.access(root, os.W_OK):
+        return root / ".onnx"
+    return cache_dir() / "onnx" / hashlib.sha256(str(root).encode()).hexdigest()[:16]
+
+
+def export_key(model_dir: str | os.PathLike, kind: str) -> str:
+    """Identity of an export: the graph-defining files (weights and configs: path, size, mtime) and the settings."""
+    root = Path(model_dir).resolve()
+    files = []
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if relative.parts[0].startswith(("checkpoint-", ".")) or not path.is_file():
+            continue
+        if path.suffix == ".safetensors" or path.name in GRAPH_FILES:
+            stat = path.stat()
+            files.append([str(relative), stat.st_size, stat.st_mtime_ns])
+    if not any(name.endswith(".safetensors") for name, _, _ in files):
+        raise UnsupportedModel("no .safetensors weights in the model folder")
+    import onnxruntime
+
+    settings = [kind, EXPORT_FORMAT, OPSET, QUANTIZATION, torch.__version__, onnxruntime.__version__]
+    return hashlib.sha256(json.dumps([files, settings]).encode()).hexdigest()
+
+
+class _OutputOf(torch.nn.Module):
+    """Positional tensors in (the ONNX inputs), one named output of the wrapped model out."""
+
+    def __init__(self, model: torch.nn.Module, input_names: list[str], output: str):
+        super().__init__()
+        self.model, self.input_names, self.output = model, input_names, output
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return getattr(self.model(**dict(zip(self.input_names, tensors, strict=True))), self.output)
+
+
+def _export(model: torch.nn.Module, tokenizer, input_names: list[str], output: str, path: Path) -> None:
+    """torch.onnx.export (TorchScript exporter) with dynamic batch and sequence axes, checked against torch."""
+    sample = tokenizer(_PROBE[:2], padding=True, return_tensors="pt")
+    wrapper = _OutputOf(model, input_names, output)
+    was_training = model.training
+    try:
+        wrapper.eval()  # the exporter restores the wrapper's mode afterwards: it must be eval too
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                wrapper,
+                tuple(sample[name] for name in input_names),
+                str(path),
+                input_names=input_names,
+                output_names=["output"],
+                opset_version=OPSET,
+                dynamo=False,
+                dynamic_axes={n: {0: "batch", 1: "sequence"} for n in input_names}
+                | {"output": {0: "batch", 1: "sequence"} if output == "last_hidden_state" else {0: "batch"}},
+            )
+        probe = tokenizer(_PROBE[::-1] + _PROBE, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            expected = wrapper(*(probe[name] for name in input_names)).float().numpy()
+    finally:
+        model.train(was_training)
+    got = OnnxSession(path, input_names).run({name: probe[name].numpy() for name in input_names})
+    if got.ndim == 3:  # token embeddings: padding positions are not compared (pooling never reads them)
+        mask = probe["attention_mask"].numpy()[..., None].astype(bool)
+        got, expected = got * mask, expected * mask
+    diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
+    if not diff <= VERIFY_ATOL:
+        raise UnsupportedModel(f"the exported graph differs from torch by {diff:.2g} (> {VERIFY_ATOL})")
+
+
+def _quantize(source: Path, target: Path) -> None:
+    """Dynamic int8: MatMul weights per output channel, activations quantized per batch at run time."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    graph = onnx.load(str(source)).graph
+    shapes = {init.name: tuple(init.dims) for init in graph.initializer}
+    # Down-projections: MatMuls whose weight has more rows than columns (the feed-forward output, the head).
+    keep = [
+        node.name
+        for node in graph.node
+        if node.op_type == "MatMul"
+        and len(shapes.get(node.input[1], ())) == 2
+        and shapes[node.input[1]][0] > shapes[node.input[1]][1]
+    ]
+    del graph
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))  # the quantizer logs every tensor it skips on the root logger
+    try:
+        quantize_dynamic(
+            source,
+            target,
+            weight_type=getattr(QuantType, QUANTIZATION["weight_type"]),
+            per_channel=QUANTIZATION["per_channel"],
+            reduce_range=QUANTIZATION["reduce_range"],
+            op_types_to_quantize=QUANTIZATION["op_types"],
+            nodes_to_exclude=keep,
+        )
+    finally:
+        root.setLevel(level)
+
+
+def exported_model(
+    model: torch.nn.Module,
+    tokenizer,
+    model_dir: str | os.PathLike,
+    kind: str,
+    input_names: list[str],
+    output: str,
+    int8: bool,
+) -> Path:
+    """The cached ONNX file of a model folder (fp32 or int8), exported and quantized first when missing or stale."""
+    folder = onnx_cache_folder(model_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = export_key(model_dir, kind)
+    fp32, quantized, info = folder / "model.onnx", folder / "model.int8.onnx", folder / "export.json"
+    with FileLock(str(folder / ".lock")):
+        for leftover in folder.glob("*.tmp"):  # a killed export: never half-written files under the final names
+            leftover.unlink(missing_ok=True)
+        stored = json.loads(info.read_text()) if info.is_file() else {}
+        if stored.get("key") != key or not fp32.is_file():
+            for stale in (info, fp32, quantized):
+                stale.unlink(missing_ok=True)
+            logger.info("Exporting %s to ONNX in %s", model_dir, folder)
+            tmp = folder / "model.onnx.tmp"
+            _export(model, tokenizer, input_names, output, tmp)
+            os.replace(tmp, fp32)
+            settings = {"opset": OPSET, "exporter": "torch.onnx.export(dynamo=False)", "quantization": QUANTIZATION}
+            stored = {"key": key, "kind": kind, "input_names": input_names, **settings}
+            info.write_text(json.dumps(stored, indent=2))
+        if int8 and not quantized.is_file():
+            logger.info("Quantizing %s to int8", fp32)
+            tmp = folder / "model.int8.onnx.tmp"
+            _quantize(fp32, tmp)
+            os.replace(tmp, quantized)
+    return quantized if int8 else fp32
+
+
+# -------------------------------------------------------------------------------------------------------- sessions
+
+
+class OnnxSession:
+    """An ONNX Runtime CPU session: every graph optimization on, one intra-op thread per core."""
+
+    def __init__(self, path: str | os.PathLike, input_names: list[str], threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or num_threads()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3  # errors only
+        self.path = Path(path)
+        self.input_names = input_names
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        feeds = {name: np.ascontiguousarray(batch[name], dtype=np.int64) for name in self.input_names}
+        return self.session.run(None, feeds)[0]
+
+
+def model_input_names(tokenizer, model: torch.nn.Module) -> list[str]:
+    """The tokenizer's outputs that the model's forward takes (e.g. input_ids, token_type_ids, attention_mask)."""
+    import inspect
+
+    accepted = inspect.signature(model.forward).parameters
+    names = [name for name in tokenizer.model_input_names if name in accepted]
+    if "input_ids" not in names or "attention_mask" not in names:
+        raise UnsupportedModel(f"a text encoder taking input_ids and attention_mask is needed, got {names}")
+    return names
+
+
+def length_sorted_batches(encodings: dict[str, list[list[int]]], pad_id: int, batch_size: int, left: bool = False):
+    """(row indices, padded int64 arrays) per batch of rows of similar length; each batch is padded to its longest."""
+    ids = encodings["input_ids"]
+    order = np.argsort([len(e) for e in ids], kind="stable")
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        width = max(len(ids[i]) for i in idx)
+        batch = {}
+        for name, rows in encodings.items():
+            fill = pad_id if name == "input_ids" else 0
+            array = np.full((len(idx), width), fill, dtype=np.int64)
+            for r, i in enumerate(idx):
+                row = rows[i]
+                if left:
+                    array[r, width - len(row) :] = row
+                else:
+                    array[r, : len(row)] = row
+            batch[name] = array
+        if "attention_mask" not in encodings:
+            batch["attention_mask"] = (np.arange(width)[None, :] < [[len(ids[i])] for i in idx]).astype(np.int64)
+        yield idx, batch
+
+
+def _tokenize(tokenizer, texts: list[str], max_length: int | None, input_names: list[str]) -> dict:
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
+    return {name: encoded[name] for name in input_names if name in encoded}
+
+
+def _check_plain_model(model: torch.nn.Module) -> None:
+    if hasattr(model, "peft_config"):
+        raise UnsupportedModel("a PEFT adapter (merge it into the base model to export)")
+    if getattr(model.config, "quantization_config", None) is not None:
+        raise UnsupportedModel("a quantized (bitsandbytes) model")
+    dtype = next(model.parameters()).dtype
+    if dtype != torch.float32:
+        raise UnsupportedModel(f"weights in {dtype}, not float32")
+
+
+class OnnxClassifier:
+    """Sequence-classification probabilities from an exported classifier, as `classifier.predict_probs`."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, model_dir: str | os.PathLike, backend: str):
+        if backend not in ("onnx", "onnx-int8"):
+            raise ValueError(backend)
+        _check_plain_model(model)
+        if not getattr(tokenizer, "is_fast", False):
+            raise UnsupportedModel("no fast tokenizer")
+        self.backend, self.tokenizer, self.num_labels = backend, tokenizer, model.config.num_labels
+        self.input_names = model_input_names(tokenizer, model)
+        path = exported_model(
+            model, tokenizer, model_dir, "classifier", self.input_names, "logits", int8=backend == "onnx-int8"
+        )
+        self.session = OnnxSession(path, self.input_names)
+
+    def predict_probs(self, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
+        """Softmax probabilities for texts, in input order."""
+        if not len(texts):
+            return np.zeros((0, self.num_labels), dtype=np.float32)
+        encodings = _tokenize(self.tokenizer, texts, max_length, self.input_names)
+        out = np.zeros((len(texts), self.num_labels), dtype=np.float32)
+        left = self.tokenizer.padding_side == "left"
+        for idx, batch in length_sorted_batches(encodings, self.tokenizer.pad_token_id or 0, batch_size, left):
+            logits = self.session.run(batch).astype(np.float32)
+            logits -= logits.max(axis=1, keepdims=True)
+            np.exp(logits, out=logits)
+            out[idx] = logits / logits.sum(axis=1, keepdims=True)
+        return out
+
+
+def load_onnx_classifier(model, tokenizer, model_dir: str | os.PathLike, backend: str) -> OnnxClassifier | None:
+    """An OnnxClassifier for an ONNX backend, or None (with the one-line warning) when only torch can run it."""
+    try:
+        return OnnxClassifier(model, tokenizer, model_dir, backend)
+    except Exception as err:  # noqa: BLE001 (any export, quantization or session failure: torch still works)
+        warn_fallback(model_dir, backend, err)
+        return None
+
+
+class OnnxSentenceEncoder:
+    """A SentenceTransformer's `encode_query` / `encode_document` on ONNX Runtime, same embeddings.
+
+    Supports a Transformer module, then Pooling (mean, cls or max over every token, prompt included), then an
+    optional Normalize, as read from the loaded model's modules (its modules.json and pooling config). Any other
+    attribute is the wrapped SentenceTransformer's, so code that reads `prompts` or `model[0]` keeps working.
+    """
+
+    def __init__(self, model, model_dir: str | os.PathLike, backend: str):
+        from sentence_transformers.base.modules import Transformer
+        from sentence_transformers.base.modules.normalize import Normalize
+        from sentence_transformers.sentence_transformer.modules import Pooling
+
+        if backend not in ("onnx", "onnx-int8"):
+            raise ValueError(backend)
+        modules = list(model)
+        if not modules or not isinstance(modules[0], Transformer):
+            raise UnsupportedModel("the first module is not a Transformer")
+        if len(modules) < 2 or not isinstance(modules[1], Pooling):
+            raise UnsupportedModel("the second module is not a Pooling")
+        extra = [type(m).__name__ for m in modules[2:] if not isinstance(m, Normalize)]
+        if extra:
+            raise UnsupportedModel(f"modules after pooling: {', '.join(extra)}")
+        transformer, pooling = modules[0], modules[1]
+        if pooling.pooling_mode not in POOLING_MODES:
+            raise UnsupportedModel(f"pooling mode {pooling.pooling_mode!r} (supported: {', '.join(POOLING_MODES)})")
+        if not pooling.include_prompt:
+            raise UnsupportedModel("pooling that excludes the prompt")
+        if getattr(transformer, "transformer_task", "feature-extraction") != "feature-extraction":
+            raise UnsupportedModel(f"transformer task {transformer.transformer_task}")
+        if getattr(transformer, "query_expansion", None) is not None:
+            raise UnsupportedModel("query expansion")
+        tokenizer = transformer.tokenizer
+        if not getattr(tokenizer, "is_fast", False):
+            raise UnsupportedModel("no fast tokenizer")
+        auto_model = transformer.auto_model
+        _check_plain_model(auto_model)
+        self.model, self.backend, self.tokenizer, self.pooling = model, backend, tokenizer, pooling.pooling_mode
+        self.input_names = model_input_names(tokenizer, auto_model)
+        for task in ("query", "document"):  # the same token ids as the SentenceTransformer's own preprocessing
+            ours = _tokenize(tokenizer, self._prompted(_PROBE, task), self._max_length(task), self.input_names)
+            theirs = model.preprocess(_PROBE, prompt=self._prompt(task) or None, task=task)
+            mask = theirs["attention_mask"].bool()
+            if [row[m].tolist() for row, m in zip(theirs["input_ids"], mask, strict=True)] != ours["input_ids"]:
+                raise UnsupportedModel(f"{task} tokenization differs from the SentenceTransformer's")
+        path = exported_model(
+            auto_model,
+            tokenizer,
+            model_dir,
+            "embedding",
+            self.input_names,
+            "last_hidden_state",
+            backend == "onnx-int8",
+        )
+        self.session = OnnxSession(path, self.input_names)
+
+    def __getattr__(self, name: str) -> Any:
+        model = self.__dict__.get("model")
+        if model is None:
+            raise AttributeError(name)
+        return getattr(model, name)
+
+    def __getitem__(self, index):
+        return self.model[index]
+
+    def __iter__(self):
+        return iter(self.model)
+
+    def _prompt(self, task: str | None) -> str:
+        prompts = self.model.prompts
+        if task in prompts:
+            return prompts[task] or ""
+        default = getattr(self.model, "default_prompt_name", None)
+        return prompts.get(default, "") if default else ""
+
+    def _prompted(self, texts: list[str], task: str | None) -> list[str]:
+        prompt = self._prompt(task)
+        return [prompt + t for t in texts] if prompt else list(texts)
+
+    def _max_length(self, task: str | None) -> int | None:
+        module = self.model[0]
+        length = {"query": module.query_length, "document": module.document_length}.get(task)
+        return length or module.max_seq_length
+
+    def _encode(self, texts: list[str], task: str | None, batch_size: int, normalize: bool) -> np.ndarray:
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            return np.zeros((0, self.model[0].get_embedding_dimension()), dtype=np.float32)
+        encodings = _tokenize(self.tokenizer, self._prompted(texts, task), self._max_length(task), self.input_names)
+        out = None
+        left = self.tokenizer.padding_side == "left"
+        for idx, batch in length_sorted_batches(encodings, self.tokenizer.pad_token_id or 0, batch_size, left):
+            tokens = self.session.run(batch).astype(np.float32)
+            mask = batch["attention_mask"][..., None].astype(np.float32)
+            if self.pooling == "mean":
+                pooled = (tokens * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+            elif self.pooling == "max":
+                pooled = np.where(mask > 0, tokens, -1e9).max(axis=1)
+            else:  # cls: the first attended token
+                pooled = tokens[np.arange(len(idx)), batch["attention_mask"].argmax(axis=1)]
+            if out is None:
+                out = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
+            out[idx] = pooled
+        if normalize or any(type(m).__name__ == "Normalize" for m in list(self.model)[2:]):
+            out /= np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None)
+        return out
+
+    def encode_query(
+        self, inputs, batch_size: int = 32, normalize_embeddings: bool = False, **kwargs: Any
+    ) -> np.ndarray:
+        """Query embeddings (the model's "query" prompt, query_length), as numpy."""
+        return self._encode(inputs, "query", batch_size, normalize_embeddings)
+
+    def encode_document(
+        self, inputs, batch_size: int = 32, normalize_embeddings: bool = False, **kwargs: Any
+    ) -> np.ndarray:
+        """Document embeddings (the model's "document" prompt, document_length), as numpy."""
+        return self._encode(inputs, "document", batch_size, normalize_embeddings)
+
+    def encode(self, inputs, batch_size: int = 32, normalize_embeddings: bool = False, **kwargs: Any) -> np.ndarray:
+        """Embeddings with the default prompt and max_seq_length, as numpy."""
+        return self._encode(inputs, None, batch_size, normalize_embeddings)
+
+
+def load_onnx_encoder(model, model_dir: str | os.PathLike, backend: str) -> OnnxSentenceEncoder | None:
+    """An OnnxSentenceEncoder for an ONNX backend, or None (with the one-line warning) when only torch can run it."""
+    try:
+        return OnnxSentenceEncoder(model, model_dir, backend)
+    except Exception as err:  # noqa: BLE001 (any export, quantization or session failure: torch still works)
+        warn_fallback(model_dir, backend, err)
+        return None

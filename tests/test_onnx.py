@@ -1,0 +1,254 @@
+# Copyright 2026 The misconceptions authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The ONNX Runtime backends: a tiny trained classifier and the packaged retriever exported, close to torch, cached,
+reused and rebuilt; unsupported models fall back to torch with one warning line; the scripts' --backend flag."""
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from misconceptions import (
+    InputError,
+    load_classifier,
+    load_retriever,
+    map_at_k,
+    onnx_backend,
+    rank_dataframe,
+    read_map_csv,
+    resolve_model_path,
+    texts_for,
+)
+from misconceptions.onnx_backend import OnnxSentenceEncoder, onnx_cache_folder, resolve_backend
+
+from .conftest import REPO, run_script
+from .test_eedi_data import write_small_eedi
+
+
+MINILM = REPO / "recipes" / "map" / "minilm-cpu.yaml"
+TINY = [
+    "--max_steps",
+    "3",
+    "--per_device_train_batch_size",
+    "16",
+    "--learning_rate",
+    "5e-4",
+    "--eval_strategy",
+    "no",
+    "--save_strategy",
+    "no",
+    "--load_best_model_at_end",
+    "false",
+    "--max_length",
+    "48",
+    "--tfidf_weight",
+    "0.5",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _own_cache(tmp_path_factory):
+    """The packaged retriever lives inside the venv: its exports go to a fresh cache, shared by this module's tests
+    and the scripts they run."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MISCONCEPTIONS_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(small_map_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx_runs") / "minilm"
+    run_script(
+        "scripts/train_classifier.py",
+        "--config",
+        str(MINILM),
+        "--dataset_name",
+        str(small_map_dataset),
+        "--output_dir",
+        str(out),
+        *TINY,
+    )
+    return out
+
+
+@pytest.fixture
+def classifier_copy(classifier_dir, tmp_path):
+    """A private copy, for tests that change the model or its cache."""
+    copy = tmp_path / "model"
+    shutil.copytree(classifier_dir, copy, ignore=shutil.ignore_patterns(".onnx"))
+    return copy
+
+
+@pytest.fixture(scope="module")
+def validation_df(small_map_dataset) -> pd.DataFrame:
+    return read_map_csv(str(small_map_dataset / "validation.csv"), require_labels=False)
+
+
+def test_resolve_backend(monkeypatch):
+    assert resolve_backend("auto") == resolve_backend(None) == onnx_backend.CPU_DEFAULTS["classifier"]
+    assert resolve_backend("auto", task="retriever") == onnx_backend.CPU_DEFAULTS["retriever"]
+    assert resolve_backend("onnx") == "onnx"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_backend("auto") == "torch"
+    with pytest.raises(InputError, match="unknown inference backend 'tensorrt'.*auto, torch, onnx, onnx-int8"):
+        resolve_backend("tensorrt")
+
+
+def test_classifier_onnx_matches_torch_and_is_cached(classifier_dir, validation_df):
+    torch_clf = load_classifier(str(classifier_dir))
+    texts = texts_for(validation_df, torch_clf.meta.get("text_template"))
+    ref = torch_clf.predict_probs(texts, batch_size=8)
+    ref_ranked = rank_dataframe(torch_clf, validation_df)
+    for backend, atol in (("onnx", 1e-5), ("onnx-int8", 0.02)):
+        clf = load_classifier(str(classifier_dir), backend=backend)
+        assert clf.backend == backend and clf.onnx is not None
+        probs = clf.predict_probs(texts, batch_size=8)  # several length-sorted batches, order restored
+        np.testing.assert_allclose(probs, ref, atol=atol)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+        assert (probs.argmax(axis=1) == ref.argmax(axis=1)).mean() >= 0.9
+        ranked = rank_dataframe(clf, validation_df)
+        if backend == "onnx":
+            assert ranked == ref_ranked
+        else:  # the TF-IDF blend and the label ranking are unchanged; int8 may swap near-ties only
+            assert np.mean([r[0] == s[0] for r, s in zip(ranked, ref_ranked, strict=True)]) >= 0.9
+    folder = classifier_dir / ".onnx"
+    assert onnx_cache_folder(classifier_dir) == folder
+    assert {p.name for p in folder.glob("*.onnx")} == {"model.onnx", "model.int8.onnx"}
+    assert json.loads((folder / "export.json").read_text())["opset"] >= 17
+
+
+def test_cache_reused_then_rebuilt_when_weights_change(classifier_copy, validation_df, monkeypatch):
+    exports = []
+    real_export = onnx_backend._export
+    monkeypatch.setattr(onnx_backend, "_export", lambda *a, **k: exports.append(1) or real_export(*a, **k))
+    first_clf = load_classifier(str(classifier_copy), backend="onnx")
+    texts = texts_for(validation_df, first_clf.meta.get("text_template"))
+    first = first_clf.predict_probs(texts)
+    onnx_file = classifier_copy / ".onnx" / "model.onnx"
+    stamp = onnx_file.stat().st_mtime_ns
+    again = load_classifier(str(classifier_copy), backend="onnx").predict_probs(texts)
+    assert len(exports) == 1 and onnx_file.stat().st_mtime_ns == stamp  # reused, not exported again
+    np.testing.assert_array_equal(again, first)
+    weights = load_file(str(classifier_copy / "model.safetensors"))
+    head = next(k for k in weights if k.endswith("classifier.bias"))
+    weights[head] = weights[head] + torch.linspace(-2, 2, weights[head].numel())
+    save_file(weights, str(classifier_copy / "model.safetensors"), metadata={"format": "pt"})
+    changed = load_classifier(str(classifier_copy), backend="onnx")
+    assert len(exports) == 2 and onnx_file.stat().st_mtime_ns != stamp  # rebuilt
+    probs = changed.predict_probs(texts)
+    assert np.abs(probs - first).max() > 0.01
+    np.testing.assert_allclose(probs, load_classifier(str(classifier_copy)).predict_probs(texts), atol=1e-5)
+
+
+def test_retriever_onnx_matches_torch():
+    model_dir = str(resolve_model_path("builtin:all-MiniLM-L6-v2"))
+    mapping = pd.read_csv(REPO.parent / "shared" / "data" / "eedi" / "misconception_mapping.csv")
+    documents = mapping["MisconceptionName"].head(300).tolist()
+    queries = [f"A student who thinks: {d.lower()}" for d in mapping["MisconceptionName"].sample(60, random_state=0)]
+    torch_model, _ = load_retriever(model_dir)
+    ref_q = torch_model.encode_query(queries, batch_size=16, normalize_embeddings=True)
+    ref_d = torch_model.encode_document(documents, batch_size=64, normalize_embeddings=True)
+    for backend, atol, min_cos in (("onnx", 1e-5, 0.9999), ("onnx-int8", 0.05, 0.97)):
+        model, _ = load_retriever(model_dir, backend=backend)
+        assert isinstance(model, OnnxSentenceEncoder) and model.backend == backend
+        assert model.prompts == torch_model.prompts  # everything else is the SentenceTransformer's
+        q = model.encode_query(queries, batch_size=16, normalize_embeddings=True)
+        d = model.encode_document(documents, batch_size=64, normalize_embeddings=True)
+        np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(q, ref_q, atol=atol)
+        assert (q * ref_q).sum(axis=1).min() >= min_cos and (d * ref_d).sum(axis=1).min() >= min_cos
+        top, ref_top = (q @ d.T).argmax(axis=1), (ref_q @ ref_d.T).argmax(axis=1)
+        assert (top == ref_top).mean() >= (1.0 if backend == "onnx" else 0.9)
+    # Packaged models are not written into the installation: their exports go to the cache folder.
+    folder = onnx_cache_folder(model_dir)
+    assert folder.is_relative_to(os.environ["MISCONCEPTIONS_CACHE"]) and (folder / "model.int8.onnx").is_file()
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "onnx" in r.name]
+
+
+def test_unsupported_retriever_falls_back_with_one_warning(tmp_path, caplog):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    base = str(resolve_model_path("builtin:all-MiniLM-L6-v2"))
+    transformer = Transformer(base)
+    SentenceTransformer(modules=[transformer, Pooling(384, pooling_mode="lasttoken")]).save(str(tmp_path / "lt"))
+    with caplog.at_level(logging.INFO):
+        model, _ = load_retriever(str(tmp_path / "lt"), backend="onnx-int8")
+    assert isinstance(model, SentenceTransformer)
+    (message,) = _warnings(caplog)
+    assert "\n" not in message and "lasttoken" in message and message.endswith("using torch")
+    assert not (tmp_path / "lt" / ".onnx").exists()
+
+
+def test_failed_export_falls_back_with_one_warning(classifier_copy, validation_df, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("Exporting the operator 'aten::magic' to ONNX opset version 17 is not supported.\nmore")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    with caplog.at_level(logging.INFO):
+        clf = load_classifier(str(classifier_copy), backend="onnx")
+    assert clf.backend == "torch" and clf.onnx is None
+    (message,) = _warnings(caplog)
+    assert message.endswith("is not supported.); using torch")
+    assert len(rank_dataframe(clf, validation_df)) == len(validation_df)  # torch still predicts
+    with pytest.raises(InputError, match="unknown inference backend"):
+        load_classifier(str(classifier_copy), backend="int4")
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_scripts_backend_flag(classifier_dir, small_map_dataset, validation_df, tmp_path, capsys):
+    val = small_map_dataset / "validation.csv"
+    required = ["--model", "m", "--input_csv", "i", "--output_csv", "o", "--misconceptions_csv", "c"]
+    for name in ("predict_classifier", "retrieve"):
+        argv = required if name == "retrieve" else required[:6]
+        assert _script(name).parse_args(argv).backend == "auto"
+        with pytest.raises(SystemExit):
+            _script(name).parse_args(["--backend", "tensorrt"])
+        assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
+    proc = run_script(
+        "scripts/predict_classifier.py",
+        *("--model", str(classifier_dir), "--input_csv", str(val), "--output_csv", str(tmp_path / "auto.csv")),
+    )
+    assert f"rows/s, backend {onnx_backend.CPU_DEFAULTS['classifier']})" in proc.stderr
+    auto = json.loads((tmp_path / "auto_metrics.json").read_text())["map@3"]
+    torch_map = map_at_k(
+        validation_df["label"].tolist(), rank_dataframe(load_classifier(str(classifier_dir)), validation_df)
+    )
+    assert auto == pytest.approx(torch_map, abs=0.05)  # 30 rows: one swapped rank moves MAP@3 by ~0.01
+    train_csv, mapping_csv = write_small_eedi(tmp_path / "eedi")
+    proc = run_script(
+        "scripts/retrieve.py",
+        *("--model", "builtin:all-MiniLM-L6-v2", "--input_csv", str(train_csv)),
+        *("--misconceptions_csv", str(mapping_csv), "--output_csv", str(tmp_path / "eedi.csv")),
+        *("--backend", "onnx", "--cache_dir", str(tmp_path / "emb")),
+    )
+    assert "backend onnx)" in proc.stdout
+    assert len(pd.read_csv(tmp_path / "eedi.csv")) > 0
