@@ -284,35 +284,49 @@ def model_input_names(tokenizer, model: torch.nn.Module) -> list[str]:
     names = [name for name in tokenizer.model_input_names if name in accepted]
     if "input_ids" not in names or "attention_mask" not in names:
         raise UnsupportedModel(f"a text encoder taking input_ids and attention_mask is needed, got {names}")
+    extra = sorted(set(names) - {"input_ids", "attention_mask", "token_type_ids"})
+    if extra:
+        raise UnsupportedModel(f"model inputs {extra}")
     return names
 
 
-def length_sorted_batches(encodings: dict[str, list[list[int]]], pad_id: int, batch_size: int, left: bool = False):
-    """(row indices, padded int64 arrays) per batch of rows of similar length; each batch is padded to its longest."""
-    ids = encodings["input_ids"]
-    order = np.argsort([len(e) for e in ids], kind="stable")
+def length_sorted_batches(
+    input_ids: list[list[int]], input_names: list[str], pad_id: int, batch_size: int, left: bool
+):
+    """(row indices, padded int64 arrays) per batch of rows of similar length; each batch is padded to its longest.
+
+    Only the token ids come from the tokenizer: the attention mask follows from the lengths, and token type ids are
+    zeros (single texts), which saves converting two more lists per row.
+    """
+    lengths = np.fromiter((len(e) for e in input_ids), dtype=np.int64, count=len(input_ids))
+    order = np.argsort(lengths, kind="stable")
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        width = max(len(ids[i]) for i in idx)
-        batch = {}
-        for name, rows in encodings.items():
-            fill = pad_id if name == "input_ids" else 0
-            array = np.full((len(idx), width), fill, dtype=np.int64)
-            for r, i in enumerate(idx):
-                row = rows[i]
-                if left:
-                    array[r, width - len(row) :] = row
-                else:
-                    array[r, : len(row)] = row
-            batch[name] = array
-        if "attention_mask" not in encodings:
-            batch["attention_mask"] = (np.arange(width)[None, :] < [[len(ids[i])] for i in idx]).astype(np.int64)
+        width = int(lengths[idx].max())
+        ids = np.full((len(idx), width), pad_id, dtype=np.int64)
+        for r, i in enumerate(idx):
+            row = input_ids[i]
+            if left:
+                ids[r, width - len(row) :] = row
+            else:
+                ids[r, : len(row)] = row
+        positions = np.arange(width)[None, :]
+        if left:
+            mask = positions >= (width - lengths[idx])[:, None]
+        else:
+            mask = positions < lengths[idx][:, None]
+        batch = {"input_ids": ids, "attention_mask": mask.astype(np.int64)}
+        if "token_type_ids" in input_names:
+            batch["token_type_ids"] = np.zeros_like(ids)
         yield idx, batch
 
 
-def _tokenize(tokenizer, texts: list[str], max_length: int | None, input_names: list[str]) -> dict:
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
-    return {name: encoded[name] for name in input_names if name in encoded}
+def _tokenize(tokenizer, texts: list[str], max_length: int | None) -> list[list[int]]:
+    """Token ids of every text, in one call of the fast tokenizer."""
+    encoded = tokenizer(
+        list(texts), truncation=True, max_length=max_length, return_attention_mask=False, return_token_type_ids=False
+    )
+    return encoded["input_ids"]
 
 
 def _check_plain_model(model: torch.nn.Module) -> None:
@@ -345,10 +359,11 @@ class OnnxClassifier:
         """Softmax probabilities for texts, in input order."""
         if not len(texts):
             return np.zeros((0, self.num_labels), dtype=np.float32)
-        encodings = _tokenize(self.tokenizer, texts, max_length, self.input_names)
+        input_ids = _tokenize(self.tokenizer, texts, max_length)
         out = np.zeros((len(texts), self.num_labels), dtype=np.float32)
         left = self.tokenizer.padding_side == "left"
-        for idx, batch in length_sorted_batches(encodings, self.tokenizer.pad_token_id or 0, batch_size, left):
+        pad_id = self.tokenizer.pad_token_id or 0
+        for idx, batch in length_sorted_batches(input_ids, self.input_names, pad_id, batch_size, left):
             logits = self.session.run(batch).astype(np.float32)
             logits -= logits.max(axis=1, keepdims=True)
             np.exp(logits, out=logits)
@@ -405,10 +420,10 @@ class OnnxSentenceEncoder:
         self.model, self.backend, self.tokenizer, self.pooling = model, backend, tokenizer, pooling.pooling_mode
         self.input_names = model_input_names(tokenizer, auto_model)
         for task in ("query", "document"):  # the same token ids as the SentenceTransformer's own preprocessing
-            ours = _tokenize(tokenizer, self._prompted(_PROBE, task), self._max_length(task), self.input_names)
+            ours = _tokenize(tokenizer, self._prompted(_PROBE, task), self._max_length(task))
             theirs = model.preprocess(_PROBE, prompt=self._prompt(task) or None, task=task)
             mask = theirs["attention_mask"].bool()
-            if [row[m].tolist() for row, m in zip(theirs["input_ids"], mask, strict=True)] != ours["input_ids"]:
+            if [row[m].tolist() for row, m in zip(theirs["input_ids"], mask, strict=True)] != ours:
                 raise UnsupportedModel(f"{task} tokenization differs from the SentenceTransformer's")
         path = exported_model(
             auto_model,
@@ -453,10 +468,11 @@ class OnnxSentenceEncoder:
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             return np.zeros((0, self.model[0].get_embedding_dimension()), dtype=np.float32)
-        encodings = _tokenize(self.tokenizer, self._prompted(texts, task), self._max_length(task), self.input_names)
+        input_ids = _tokenize(self.tokenizer, self._prompted(texts, task), self._max_length(task))
         out = None
         left = self.tokenizer.padding_side == "left"
-        for idx, batch in length_sorted_batches(encodings, self.tokenizer.pad_token_id or 0, batch_size, left):
+        pad_id = self.tokenizer.pad_token_id or 0
+        for idx, batch in length_sorted_batches(input_ids, self.input_names, pad_id, batch_size, left):
             tokens = self.session.run(batch).astype(np.float32)
             mask = batch["attention_mask"][..., None].astype(np.float32)
             if self.pooling == "mean":
