@@ -11,7 +11,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Shared fixtures: small real MAP data (a few questions of ../shared/data/map/train.csv) built once per session."""
+"""Shared fixtures, built once per session: small real MAP and Eedi data (a few questions of ../shared/data), and
+the tiny trained models that several test modules read without changing them."""
 
 import os
 import subprocess
@@ -71,3 +72,114 @@ def small_map_dataset(small_map_csv, tmp_path_factory) -> Path:
         "0.25",
     )
     return out
+
+
+MAP_MINILM = REPO / "recipes" / "map" / "minilm-cpu.yaml"
+MAP_TINY = [
+    "--max_steps",
+    "4",
+    "--per_device_train_batch_size",
+    "8",
+    "--eval_strategy",
+    "no",
+    "--save_strategy",
+    "no",
+    "--load_best_model_at_end",
+    "false",
+    "--logging_steps",
+    "1",
+    "--max_length",
+    "48",
+    "--tfidf_weight",
+    "0.5",
+]
+
+
+@pytest.fixture(scope="session")
+def minilm_classifier(small_map_dataset, tmp_path_factory) -> Path:
+    """A MiniLM classifier with the TF-IDF blend, 4 steps on real MAP rows, evaluated every 2 steps, logged to
+    TensorBoard: read (never changed) by test_scripts, test_app and others."""
+    out = tmp_path_factory.mktemp("runs") / "minilm"
+    run_script(
+        "scripts/train_classifier.py",
+        "--config",
+        str(MAP_MINILM),
+        "--dataset_name",
+        str(small_map_dataset),
+        "--output_dir",
+        str(out),
+        *MAP_TINY,
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "2",
+        "--report_to",
+        "tensorboard",
+    )
+    return out
+
+
+EEDI_MINILM = REPO / "recipes" / "eedi" / "minilm-cpu.yaml"
+EEDI_TINY = [
+    "--max_steps",
+    "4",
+    "--per_device_train_batch_size",
+    "8",
+    "--per_device_eval_batch_size",
+    "64",
+    "--eval_strategy",
+    "steps",
+    "--eval_steps",
+    "2",
+    "--save_strategy",
+    "steps",
+    "--save_steps",
+    "2",
+    "--logging_steps",
+    "1",
+    "--query_max_length",
+    "64",
+    "--document_max_length",
+    "32",
+    "--num_negatives",
+    "1",
+]
+
+
+@pytest.fixture(scope="session")
+def eedi_data(tmp_path_factory) -> dict:
+    """A built dataset from 16 real questions (2 folds) and a 113-misconception mapping; also its source CSVs."""
+    from .test_eedi_data import write_small_eedi
+
+    folder = tmp_path_factory.mktemp("eedi")
+    train_csv, mapping_csv = write_small_eedi(folder / "csv")
+    out = folder / "eedi"
+    run_script(
+        "data_builders/build_eedi.py",
+        "--train_csv",
+        str(train_csv),
+        "--misconceptions_csv",
+        str(mapping_csv),
+        "--output_dir",
+        str(out),
+    )
+    return {"dataset": out, "train_csv": train_csv, "mapping_csv": out / "misconception_mapping.csv"}
+
+
+@pytest.fixture(scope="session")
+def eedi_minilm_run(eedi_data, tmp_path_factory) -> tuple[Path, str]:
+    """The MiniLM retriever, 4 steps with an evaluation every 2, logged to TensorBoard -> (folder, its log)."""
+    out = tmp_path_factory.mktemp("runs") / "eedi-minilm"
+    proc = run_script(
+        "scripts/train_retriever.py",
+        "--config",
+        str(EEDI_MINILM),
+        "--dataset_name",
+        str(eedi_data["dataset"]),
+        "--output_dir",
+        str(out),
+        *EEDI_TINY,
+        "--report_to",
+        "tensorboard",
+    )
+    return out, proc.stdout + proc.stderr

@@ -32,8 +32,7 @@ from misconceptions.eedi import pivot_wrong_answers, read_misconceptions_csv, re
 from misconceptions.model_utils import resolve_model_path
 from misconceptions.retrieval import retrieve_candidates
 
-from .conftest import DATA, REPO, run_script
-from .test_scripts import MINILM, TINY
+from .conftest import DATA, REPO
 
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -66,20 +65,9 @@ def embedding_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def map_model(small_map_dataset, tmp_path_factory) -> Path:
-    """A MiniLM classifier with the TF-IDF blend, trained for 4 steps on real MAP rows."""
-    out = tmp_path_factory.mktemp("app_runs") / "minilm"
-    run_script(
-        "scripts/train_classifier.py",
-        "--config",
-        str(MINILM),
-        "--dataset_name",
-        str(small_map_dataset),
-        "--output_dir",
-        str(out),
-        *TINY,
-    )
-    return out
+def map_model(minilm_classifier) -> Path:
+    """A MiniLM classifier with the TF-IDF blend, trained for 4 steps on real MAP rows (tests/conftest.py)."""
+    return minilm_classifier
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from .conftest import EEDI_MINILM as RETRIEVER_RECIPE
+from .conftest import MAP_MINILM as CLASSIFIER_RECIPE
 from .conftest import REPO, run_script
-from .test_eedi_retriever import MINILM as RETRIEVER_RECIPE
-from .test_scripts import MINILM as CLASSIFIER_RECIPE
 
 
 CPU_DDP = REPO / "accelerate_configs" / "cpu_ddp.yaml"
@@ -127,20 +127,8 @@ def test_classifier_trains_as_one_job_on_two_cpu_processes(distinct_map_dataset,
     assert (proc.stdout + proc.stderr).count("***** train metrics *****") == 1  # only the main process reports
 
 
-def test_retriever_trains_as_one_job_on_two_cpu_processes(tmp_path):
-    from .test_eedi_data import write_small_eedi
-
-    train_csv, mapping_csv = write_small_eedi(tmp_path / "csv")
-    dataset = tmp_path / "eedi"
-    run_script(
-        "data_builders/build_eedi.py",
-        "--train_csv",
-        str(train_csv),
-        "--misconceptions_csv",
-        str(mapping_csv),
-        "--output_dir",
-        str(dataset),
-    )
+def test_retriever_trains_as_one_job_on_two_cpu_processes(eedi_data, tmp_path):
+    dataset = eedi_data["dataset"]
     probe, out = tmp_path / "probe", tmp_path / "out"
     _launch(
         probe,

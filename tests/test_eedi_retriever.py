@@ -37,70 +37,17 @@ from misconceptions import (
     search,
 )
 
-from .conftest import REPO, run_script
-from .test_eedi_data import write_small_eedi
+from .conftest import EEDI_MINILM, EEDI_TINY, REPO, run_script
 
 
-MINILM = REPO / "recipes" / "eedi" / "minilm-cpu.yaml"
 SMOLLM2 = REPO / "recipes" / "eedi" / "smollm2-lora-cpu.yaml"
-TINY = [
-    "--max_steps",
-    "4",
-    "--per_device_train_batch_size",
-    "8",
-    "--per_device_eval_batch_size",
-    "64",
-    "--eval_strategy",
-    "steps",
-    "--eval_steps",
-    "2",
-    "--save_strategy",
-    "steps",
-    "--save_steps",
-    "2",
-    "--logging_steps",
-    "1",
-    "--query_max_length",
-    "64",
-    "--document_max_length",
-    "32",
-    "--num_negatives",
-    "1",
-]
+MINILM, TINY = EEDI_MINILM, EEDI_TINY
 
 
-@pytest.fixture(scope="module")
-def eedi_data(tmp_path_factory):
-    """A built dataset from 16 real questions (2 folds) and a 113-misconception mapping; also its source CSVs."""
-    folder = tmp_path_factory.mktemp("eedi")
-    train_csv, mapping_csv = write_small_eedi(folder / "csv")
-    out = folder / "eedi"
-    run_script(
-        "data_builders/build_eedi.py",
-        "--train_csv",
-        str(train_csv),
-        "--misconceptions_csv",
-        str(mapping_csv),
-        "--output_dir",
-        str(out),
-    )
-    return {"dataset": out, "train_csv": train_csv, "mapping_csv": out / "misconception_mapping.csv"}
-
-
-@pytest.fixture(scope="module")
-def minilm_run(eedi_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "minilm"
-    proc = run_script(
-        "scripts/train_retriever.py",
-        "--config",
-        str(MINILM),
-        "--dataset_name",
-        str(eedi_data["dataset"]),
-        "--output_dir",
-        str(out),
-        *TINY,
-    )
-    return out, proc.stdout + proc.stderr
+@pytest.fixture
+def minilm_run(eedi_minilm_run):
+    """The session's tiny retriever (tests/conftest.py) -> (folder, training log)."""
+    return eedi_minilm_run
 
 
 def _retrieve(model, input_csv, mapping_csv, output_csv, *extra, check=True):

@@ -30,10 +30,11 @@ from huggingface_hub import HfApi
 from misconceptions import CLASSIFIER_META, InputError
 from misconceptions.hub import HubPushError, push_model_folder, resolve_model_dir, split_revision
 
+from .conftest import MAP_MINILM as MINILM
+from .conftest import MAP_TINY as TINY
 from .conftest import REPO
 from .fake_hub import fake_methods, read_record
 from .test_eedi_data import write_small_eedi
-from .test_scripts import MINILM, TINY
 
 
 def _builder(name: str):

@@ -39,7 +39,7 @@ from misconceptions.plots import (
 )
 from misconceptions.rerank import rerank_metrics
 
-from .conftest import DATA, REPO, run_script
+from .conftest import DATA
 
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -202,58 +202,14 @@ def test_card_section_is_added_once_and_kept_current(tmp_path):
     assert link_plots_in_card(tmp_path / "no-card") is None
 
 
-def test_train_retriever_plots_card_and_tensorboard(tmp_path):
-    """The real train_retriever.py, two steps with an evaluation each: plots, card links, TensorBoard events."""
+def test_train_retriever_plots_card_and_tensorboard(eedi_minilm_run):
+    """The real train_retriever.py (tests/conftest.py: 4 steps, an evaluation every 2): plots, card links, events."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from .test_eedi_data import write_small_eedi
-
-    train_csv, mapping_csv = write_small_eedi(tmp_path / "csv")
-    dataset = tmp_path / "eedi"
-    run_script(
-        "data_builders/build_eedi.py",
-        "--train_csv",
-        str(train_csv),
-        "--misconceptions_csv",
-        str(mapping_csv),
-        "--output_dir",
-        str(dataset),
-    )
-    out = tmp_path / "retriever"
-    proc = run_script(
-        "scripts/train_retriever.py",
-        "--config",
-        str(REPO / "recipes" / "eedi" / "minilm-cpu.yaml"),
-        "--dataset_name",
-        str(dataset),
-        "--output_dir",
-        str(out),
-        "--max_steps",
-        "2",
-        "--per_device_train_batch_size",
-        "8",
-        "--eval_strategy",
-        "steps",
-        "--eval_steps",
-        "1",
-        "--save_strategy",
-        "no",
-        "--load_best_model_at_end",
-        "false",
-        "--logging_steps",
-        "1",
-        "--query_max_length",
-        "48",
-        "--document_max_length",
-        "32",
-        "--num_negatives",
-        "0",
-        "--report_to",
-        "tensorboard",
-    )
+    out, log = eedi_minilm_run
     plots = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert plots == ["ap_distribution.png", "eval_metrics.png", "seen_unseen.png", "training_loss.png"]
-    assert f"Plots written to {out / 'plots'}" in proc.stdout + proc.stderr
+    assert f"Plots written to {out / 'plots'}" in log
     card = (out / "README.md").read_text()
     assert card.count("## Plots") == 1 and all(card.count(f"](plots/{name})") == 1 for name in plots)
     events = list((out / "runs").glob("*/events.out.tfevents.*"))

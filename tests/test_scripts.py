@@ -27,52 +27,17 @@ from safetensors.torch import load_file
 
 from misconceptions import CLASSIFIER_META, resolve_model_path
 
-from .conftest import REPO, run_script
+from .conftest import MAP_MINILM, MAP_TINY, REPO, run_script
 
 
-MINILM = REPO / "recipes" / "map" / "minilm-cpu.yaml"
 SMOLLM2 = REPO / "recipes" / "map" / "smollm2-qlora-cpu.yaml"
-TINY = [
-    "--max_steps",
-    "4",
-    "--per_device_train_batch_size",
-    "8",
-    "--eval_strategy",
-    "no",
-    "--save_strategy",
-    "no",
-    "--load_best_model_at_end",
-    "false",
-    "--logging_steps",
-    "1",
-    "--max_length",
-    "48",
-    "--tfidf_weight",
-    "0.5",
-]
+MINILM, TINY = MAP_MINILM, MAP_TINY
 
 
-@pytest.fixture(scope="module")
-def minilm_run(small_map_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "minilm"
-    run_script(
-        "scripts/train_classifier.py",
-        "--config",
-        str(MINILM),
-        "--dataset_name",
-        str(small_map_dataset),
-        "--output_dir",
-        str(out),
-        *TINY,
-        # Evaluation points for the curves, and TensorBoard logging (checked in test_minilm_trains_and_saves).
-        "--eval_strategy",
-        "steps",
-        "--eval_steps",
-        "2",
-        "--report_to",
-        "tensorboard",
-    )
-    return out
+@pytest.fixture
+def minilm_run(minilm_classifier):
+    """The session's tiny classifier (tests/conftest.py): 4 steps, evaluated every 2, logged to TensorBoard."""
+    return minilm_classifier
 
 
 def test_minilm_trains_and_saves(minilm_run):
