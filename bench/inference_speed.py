@@ -173,7 +173,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--map_model", default="data/demo/map-minilm-cpu")
     parser.add_argument("--map_csv", default="data/demo/map/validation.csv")
-    parser.add_argument("--eedi_model", default="data/demo/eedi-minilm-cpu")
+    parser.add_argument("--eedi_model", default="data/demo/eedi-minilm-cpu", help="a folder, Hub id or builtin:NAME")
     parser.add_argument("--eedi_csv", default="data/demo/eedi/fold0.csv")
     parser.add_argument("--misconceptions_csv", default="../shared/data/eedi/misconception_mapping.csv")
     parser.add_argument("--batch_size", type=int, default=128, help="predict_classifier.py's default")
@@ -184,6 +184,9 @@ def main() -> None:
     parser.add_argument("--worker", choices=("map", "eedi"), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--backend", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from misconceptions.hub import resolve_model_dir
+
+    args.map_model, args.eedi_model = resolve_model_dir(args.map_model), resolve_model_dir(args.eedi_model)
     if args.worker == "map":
         print(json.dumps(map_worker(args)))
         return
