@@ -118,14 +118,9 @@ def readable_misconception(label: str) -> str:
     )
 
 
-def _looks_local(name: str) -> bool:
-    # A Hub id is NAME or ORG/NAME; anything else (absolute, ./, ~, nested folders) is meant as a local path.
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name or os.path.exists(name)
-
-
 def resolve_model(name: str | None, kind: str, expected: str) -> str:
     """A local folder for a model given as a folder, a Hub id or a `builtin:` name; a clear InputError otherwise."""
-    from .hub import resolve_model_dir
+    from .hub import is_hub_id, resolve_model_dir, split_revision
     from .model_utils import resolve_model_path
 
     name = (name or "").strip()
@@ -134,7 +129,7 @@ def resolve_model(name: str | None, kind: str, expected: str) -> str:
     path = resolve_model_path(name)
     if os.path.isdir(path):
         return path
-    if _looks_local(path) or os.path.exists(os.path.expanduser(path)):
+    if not is_hub_id(split_revision(path)[0]) or os.path.exists(os.path.expanduser(path)):
         problem = "is not a folder" if os.path.exists(os.path.expanduser(path)) else "does not exist"
         raise InputError(f"{kind} model '{name}' {problem} on this machine. Expected {expected}. {MAKE_HINT}")
     try:

@@ -27,6 +27,10 @@ class InputError(ValueError):
     """Bad user input: a wrong path, a missing column, an unknown label. The message names the file, row or key."""
 
 
+class HubPushError(RuntimeError):
+    """A push to the Hub failed; the local output is complete and can be pushed again."""
+
+
 def cli_entry(main: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a script's entry point so that bad input prints one clear line and exits with status 2 (no traceback)."""
 
@@ -37,11 +41,7 @@ def cli_entry(main: Callable[..., Any]) -> Callable[..., Any]:
         except (InputError, FileNotFoundError) as err:
             print(f"error: {err}", file=sys.stderr)  # noqa: T201
             sys.exit(2)
-        except RuntimeError as err:
-            from .hub import HubPushError
-
-            if not isinstance(err, HubPushError):
-                raise
+        except HubPushError as err:
             print(f"error: {err}", file=sys.stderr)  # noqa: T201
             sys.exit(1)
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
-from .errors import InputError
+from .errors import HubPushError, InputError
 
 
 logger = logging.getLogger(__name__)
@@ -51,10 +51,6 @@ COMPETITION_LICENSE_NOTE = (
     "The rows come from a Kaggle competition's data, released under the competition's rules: check them before "
     "sharing. This is why pushes are private by default."
 )
-
-
-class HubPushError(RuntimeError):
-    """A push to the Hub failed; the local output is complete and can be pushed again."""
 
 
 def split_revision(name: str) -> tuple[str, str | None]:

@@ -110,11 +110,8 @@ def card_and_push(
 
     if not trainer.is_world_process_zero():
         return None
-    all_metrics = {}
-    for name in ("train_results.json", "eval_results.json"):
-        path = Path(training_args.output_dir) / name
-        if path.is_file():
-            all_metrics |= json.loads(path.read_text())
+    results = Path(training_args.output_dir) / "all_results.json"  # train and eval, merged by Trainer.save_metrics
+    all_metrics = json.loads(results.read_text()) if results.is_file() else {}
     update_model_card(
         training_args.output_dir,
         task=task,
