@@ -68,6 +68,23 @@ def test_unknown_question_uses_all_labels():
     assert ranker.rank(probs, ["999"], ["x"], k=1) == [["True_Neither:NA"]]
 
 
+def test_rank_of_many_rows_equals_each_row_alone():
+    """All rows are ranked in one vectorized sort: mixed questions, answers, unknown questions and ties must give
+    what ranking each row on its own gives."""
+    suffixes = ["Correct:NA", "Misconception:Adding", "Neither:NA"]
+    ranker = LabelRanker(suffixes, FINAL, QUESTIONS)
+    rng = np.random.default_rng(0)
+    probs = rng.random((40, len(suffixes))).astype(np.float32)
+    probs[:5] = 0.25  # ties: broken by label order, as in a stable sort
+    question_ids = rng.choice(["1", "999"], size=40).tolist()
+    answers = rng.choice(["1/2", "3", "x"], size=40).tolist()
+    ranked, scores = ranker.rank(probs, question_ids, answers, k=4, return_scores=True)
+    for row in range(40):
+        alone = ranker.rank(probs[row : row + 1], question_ids[row : row + 1], answers[row : row + 1], 4, True)
+        assert (ranked[row], scores[row]) == (alone[0][0], alone[1][0])
+    assert ranker.rank(np.zeros((0, 3), dtype=np.float32), [], [], k=3, return_scores=True) == ([], [])
+
+
 def test_suffix_model_requires_derive_prefix():
     with pytest.raises(InputError, match="derive_prefix"):
         LabelRanker(["Correct:NA"], FINAL, QUESTIONS, derive_prefix=False)

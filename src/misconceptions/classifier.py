@@ -167,16 +167,21 @@ class LabelRanker:
         """Top-k labels per row: allowed labels first by score, then the rest by score (so there are always k).
 
         With `return_scores`, also each ranked label's score (the summed probability of the model labels behind it).
+        The masks are computed once per (question, answer) pair and all rows are sorted in one `np.lexsort`.
         """
-        scores_derived, scores_direct = probs @ self.mapping_derived, probs @ self.mapping_direct
-        ranked, ranked_scores = [], []
-        for row, (qid, answer) in enumerate(zip(question_ids, answers, strict=True)):
-            allowed, derived = self.allowed(qid, answer)
-            scores = scores_derived[row] if derived else scores_direct[row]
-            order = np.lexsort((-scores, ~allowed))
-            ranked.append([self.final_labels[j] for j in order[:k]])
-            ranked_scores.append([float(scores[j]) for j in order[:k]])
-        return (ranked, ranked_scores) if return_scores else ranked
+        rows = list(zip(question_ids, answers, strict=True))
+        pair_index = {pair: i for i, pair in enumerate(dict.fromkeys(rows))}  # unique (question, answer) pairs
+        masks, derived = zip(*(self.allowed(*pair) for pair in pair_index), strict=True) if rows else ((), ())
+        which = np.fromiter((pair_index[pair] for pair in rows), dtype=np.int64, count=len(rows))
+        allowed = np.asarray(masks, dtype=bool).reshape(-1, len(self.final_labels))[which]
+        derived_rows = np.asarray(derived, dtype=bool)[which][:, None]
+        scores = np.where(derived_rows, probs @ self.mapping_derived, probs @ self.mapping_direct)
+        order = np.lexsort((-scores, ~allowed), axis=-1)[:, :k]
+        labels = np.asarray(self.final_labels, dtype=object)
+        ranked = labels[order].tolist()
+        if not return_scores:
+            return ranked
+        return ranked, np.take_along_axis(scores, order, axis=1).astype(float).tolist()
 
 
 @torch.inference_mode()
