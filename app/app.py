@@ -22,6 +22,7 @@ environment (for a Hugging Face Space) or the demo models that `make demo` train
   MISCONCEPTIONS_MAP_MODEL     (default data/demo/map-minilm-cpu)
   MISCONCEPTIONS_EEDI_MODEL    (default data/demo/eedi-minilm-cpu)
   MISCONCEPTIONS_MAPPING_CSV   (default $MISCONCEPTIONS_DATA/eedi/misconception_mapping.csv, i.e. ../shared/data)
+  MISCONCEPTIONS_BACKEND       (default auto: ONNX Runtime on a CPU, int8 for the classifier; torch on a GPU)
 """
 
 import argparse
@@ -33,6 +34,7 @@ import gradio as gr
 import pandas as pd
 
 from misconceptions import app as logic
+from misconceptions.onnx_backend import BACKENDS
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +105,8 @@ def eedi_submit(model, misconceptions_csv, question, correct, wrong, construct, 
 
 def build_demo(settings: logic.AppSettings) -> gr.Blocks:
     """The page: a MAP tab and an Eedi tab, each with its model path, form, status line and results table."""
+    logic.set_backend(settings.backend)
+    logic.import_model_code()
     with gr.Blocks(title="Misconceptions: why did the student get it wrong?", analytics_enabled=False) as demo:
         gr.Markdown(
             "# Why did the student get it wrong?\n"
@@ -193,6 +197,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help=f"the 2,587 misconception names (default {defaults.misconceptions_csv})",
     )
     parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=defaults.backend,
+        help=f"inference backend (default {defaults.backend}; auto: ONNX Runtime on a CPU, torch on a GPU)",
+    )
+    parser.add_argument(
         "--host",
         default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         help="address to serve on (default $GRADIO_SERVER_NAME or 127.0.0.1; 0.0.0.0 for every interface)",
@@ -206,7 +216,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(name)s - %(message)s")
-    settings = logic.AppSettings(args.map_model, args.eedi_model, args.misconceptions_csv)
+    settings = logic.AppSettings(args.map_model, args.eedi_model, args.misconceptions_csv, args.backend)
     # show_error stays off: failures reach the page as the short status messages built in misconceptions.app.
     build_demo(settings).launch(server_name=args.host, server_port=args.port, show_error=False, ssr_mode=False)
 

@@ -26,10 +26,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from misconceptions import InputError
 from misconceptions import app as logic
 from misconceptions.classifier import load_classifier, rank_dataframe
 from misconceptions.eedi import pivot_wrong_answers, read_misconceptions_csv, read_questions_csv, write_wide_csv
 from misconceptions.model_utils import resolve_model_path
+from misconceptions.onnx_backend import resolve_backend
 from misconceptions.retrieval import retrieve_candidates
 
 from .conftest import DATA, REPO
@@ -91,7 +93,12 @@ def eedi_case(tmp_path_factory) -> dict:
     row = rows[clean & rows["MisconceptionId"].notna()].iloc[0]
     csv = tmp_path_factory.mktemp("eedi") / "one_question.csv"
     write_wide_csv(questions[questions["QuestionId"] == row["QuestionId"]], csv)
-    candidates, _, _ = retrieve_candidates(resolve_model_path(ZERO_SHOT), str(csv), str(MAPPING_CSV), 10)
+    model_dir = resolve_model_path(ZERO_SHOT)
+    # The app encodes one wrong answer at a time. int8 quantizes activations with one scale per batch, so the
+    # expected ranking encodes each query alone too (batch 1), against the misconception embeddings the first call
+    # caches at the default batch size, the ones the app reads from the same cache.
+    retrieve_candidates(model_dir, str(csv), str(MAPPING_CSV), 10, backend="auto")
+    candidates, _, _ = retrieve_candidates(model_dir, str(csv), str(MAPPING_CSV), 10, batch_size=1, backend="auto")
     expected = candidates[candidates["QuestionId_Answer"] == row["QuestionId_Answer"]].iloc[0]
     return {
         "row": row[fields].to_dict(),
@@ -101,7 +108,8 @@ def eedi_case(tmp_path_factory) -> dict:
 
 
 def expected_map(model: Path, question_id: str, question_text: str, answer: str, explanation: str):
-    """The package's own ranking for one row: rank_dataframe on the saved model, as predict_classifier.py does."""
+    """The package's own ranking for one row: rank_dataframe on the saved model and the app's backend, as
+    predict_classifier.py does."""
     row = {
         "row_id": "0",
         "QuestionId": question_id,
@@ -109,7 +117,8 @@ def expected_map(model: Path, question_id: str, question_text: str, answer: str,
         "MC_Answer": answer,
         "StudentExplanation": explanation,
     }
-    return rank_dataframe(load_classifier(str(model)), pd.DataFrame([row]), top_k=3, return_scores=True)
+    classifier = load_classifier(str(model), backend="auto")
+    return rank_dataframe(classifier, pd.DataFrame([row]), top_k=3, return_scores=True)
 
 
 # ---------------------------------------------------------------- (a) the logic
@@ -156,6 +165,23 @@ def test_missing_default_models_say_how_to_make_them(tmp_path, monkeypatch):
     assert "misconceptions_classifier.json" in message and "still training" in message and "make demo" in message
     monkeypatch.setenv("MISCONCEPTIONS_MAP_MODEL", "org/map-model")
     assert logic.default_settings(tmp_path).map_model == "org/map-model"  # a Space sets Hub ids this way
+
+
+def test_backend_setting(map_model, monkeypatch):
+    monkeypatch.delenv("MISCONCEPTIONS_BACKEND", raising=False)
+    assert logic.default_settings().backend == "auto"
+    monkeypatch.setenv("MISCONCEPTIONS_BACKEND", "torch")
+    assert logic.default_settings().backend == "torch"
+    try:
+        for backend in ("torch", "onnx", "auto"):
+            logic.set_backend(backend)
+            assert logic.load_map_classifier(str(map_model)).backend == resolve_backend(backend)
+            retriever = logic.load_eedi_retriever(ZERO_SHOT)[0]
+            assert getattr(retriever, "backend", "torch") == resolve_backend(backend, task="retriever")
+        with pytest.raises(InputError, match="unknown inference backend 'cuda-graphs'"):
+            logic.set_backend("cuda-graphs")
+    finally:
+        logic.set_backend("auto")
 
 
 def test_unreachable_hub_id_is_a_clear_message():

@@ -59,19 +59,22 @@ _classifiers: dict[str, Any] = {}
 _retrievers: dict[str, tuple[Any, dict[str, Any]]] = {}
 _misconceptions: dict[tuple[str, int, int], pd.DataFrame] = {}
 _documents: dict[tuple[str, str, int, int], np.ndarray] = {}
+_backend = "auto"  # the inference backend of every model loaded from now on (set_backend)
 
 
 @dataclass
 class AppSettings:
-    """The models and the misconception list the app starts with."""
+    """The models, the misconception list and the inference backend the app starts with."""
 
     map_model: str
     eedi_model: str
     misconceptions_csv: str
+    backend: str = "auto"
 
 
 def default_settings(repo_root: str | os.PathLike = ".") -> AppSettings:
-    """Defaults: env MISCONCEPTIONS_MAP_MODEL / _EEDI_MODEL / _MAPPING_CSV, else the demo models and shared data."""
+    """Defaults: env MISCONCEPTIONS_MAP_MODEL / _EEDI_MODEL / _MAPPING_CSV / _BACKEND, else the demo models, the
+    shared data and the `auto` backend."""
     root = Path(repo_root)
     data = Path(os.environ.get("MISCONCEPTIONS_DATA", root.parent / "shared" / "data"))
     return AppSettings(
@@ -80,7 +83,25 @@ def default_settings(repo_root: str | os.PathLike = ".") -> AppSettings:
         misconceptions_csv=os.environ.get(
             "MISCONCEPTIONS_MAPPING_CSV", str(data / "eedi" / "misconception_mapping.csv")
         ),
+        backend=os.environ.get("MISCONCEPTIONS_BACKEND", "auto"),
     )
+
+
+def import_model_code() -> None:
+    """Import the modules the page's handlers use, once, in the calling thread. Gradio runs handlers in worker
+    threads; two of them importing scikit-learn for the first time at once (the MAP and Eedi tabs load together)
+    can get a half-initialized module ("cannot import name 'clone' from partially initialized module")."""
+    from . import classifier, eedi, retrieval  # noqa: F401
+
+
+def set_backend(backend: str) -> None:
+    """The inference backend (`onnx_backend.BACKENDS`: auto, torch, onnx, onnx-int8) for models loaded from now on;
+    InputError for an unknown name. `auto` is ONNX Runtime on a CPU and torch on a GPU, as in the scripts."""
+    from .onnx_backend import resolve_backend
+
+    global _backend
+    resolve_backend(backend)
+    _backend = backend
 
 
 def check_text(value: str | None, field: str, max_chars: int = MAX_TEXT_CHARS, required: bool = True) -> str:
@@ -158,12 +179,12 @@ def load_map_classifier(name: str) -> Any:
     from .classifier import load_classifier
 
     model_dir = resolve_model(name, "MAP", MAP_EXPECTED)
-    key = str(Path(model_dir).resolve())
+    key = f"{Path(model_dir).resolve()} ({_backend})"
     with _lock:
         if key not in _classifiers:
             _classifier_meta(model_dir, name)  # a clear message before any weights are read
-            logger.info("Loading the MAP classifier %s", model_dir)
-            _classifiers[key] = load_classifier(model_dir)
+            logger.info("Loading the MAP classifier %s (backend %s)", model_dir, _backend)
+            _classifiers[key] = load_classifier(model_dir, backend=_backend)
         return _classifiers[key]
 
 
@@ -250,7 +271,7 @@ def load_eedi_retriever(name: str) -> tuple[Any, dict[str, Any], str]:
     from .retrieval import load_retriever
 
     model_dir = resolve_model(name, "Eedi", EEDI_EXPECTED)
-    key = str(Path(model_dir).resolve())
+    key = f"{Path(model_dir).resolve()} ({_backend})"
     with _lock:
         if key not in _retrievers:
             if not (Path(model_dir) / "modules.json").is_file():
@@ -258,8 +279,8 @@ def load_eedi_retriever(name: str) -> tuple[Any, dict[str, Any], str]:
                     f"Eedi model '{name}' has no modules.json (not a retriever, or still training). "
                     f"Expected {EEDI_EXPECTED}. {MAKE_HINT}"
                 )
-            logger.info("Loading the Eedi retriever %s", model_dir)
-            _retrievers[key] = load_retriever(model_dir)
+            logger.info("Loading the Eedi retriever %s (backend %s)", model_dir, _backend)
+            _retrievers[key] = load_retriever(model_dir, backend=_backend)
         model, meta = _retrievers[key]
     return model, meta, model_dir
 
@@ -332,7 +353,13 @@ def predict_eedi(
     retriever, meta, model_dir = load_eedi_retriever(model)
     names = misconceptions["MisconceptionName"].tolist()
     stat = os.stat(misconceptions_csv)
-    key = (str(Path(model_dir).resolve()), str(Path(misconceptions_csv).resolve()), stat.st_size, stat.st_mtime_ns)
+    backend = getattr(retriever, "backend", "torch")
+    key = (
+        f"{Path(model_dir).resolve()} ({backend})",
+        str(Path(misconceptions_csv).resolve()),
+        stat.st_size,
+        stat.st_mtime_ns,
+    )
     with _lock:
         if key not in _documents:
             _documents[key], _ = cached_document_embeddings(retriever, model_dir, names, misconceptions_csv)
