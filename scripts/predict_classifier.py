@@ -35,7 +35,7 @@ import pandas as pd
 
 from misconceptions import atomic_path, cli_entry, load_classifier, map_at_k, rank_dataframe, read_map_csv, write_json
 from misconceptions.hub import resolve_model_dir
-from misconceptions.onnx_backend import BACKENDS
+from misconceptions.onnx_backend import BACKENDS, CPU_DEFAULTS
 from misconceptions.plots import plot_map, prediction_plots_dir
 
 
@@ -53,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--backend",
         choices=BACKENDS,
         default="auto",
-        help="inference backend (default auto: onnx-int8 on a CPU, torch on a GPU)",
+        help=f"inference backend (default auto: {CPU_DEFAULTS['classifier']} on a CPU, torch on a GPU)",
     )
     parser.add_argument(
         "--restrict_labels",

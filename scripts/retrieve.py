@@ -27,8 +27,9 @@ Usage:
         [--top_k 25] [--candidates_out data/eedi-minilm-cpu-candidates] [--use_faiss] \
         [--backend {auto,torch,onnx,onnx-int8}]
 
---backend auto (the default) encodes with ONNX Runtime (fp32; int8 moved MAP@25 by more than 0.002) on a CPU and
-torch on a GPU; the exported model is cached beside the model (src/misconceptions/onnx_backend.py).
+--backend auto (the default) encodes with fp32 ONNX Runtime on a CPU (torch's scores) and torch on a GPU; the
+exported model is cached beside the model (src/misconceptions/onnx_backend.py). --backend onnx-int8 is about twice as
+fast again, but quantizes activations with one scale per batch, so MAP@25 moves with --batch_size (by up to 0.0024).
 """
 
 import argparse
@@ -39,7 +40,7 @@ import numpy as np
 
 from misconceptions import InputError, atomic_path, cli_entry, retrieval_metrics, write_json
 from misconceptions.hub import resolve_model_dir
-from misconceptions.onnx_backend import BACKENDS
+from misconceptions.onnx_backend import BACKENDS, CPU_DEFAULTS
 from misconceptions.plots import plot_eedi, prediction_plots_dir
 from misconceptions.retrieval import retrieve_candidates, save_candidates, submission_frame
 
@@ -62,7 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--backend",
         choices=BACKENDS,
         default="auto",
-        help="inference backend (default auto: onnx on a CPU, torch on a GPU)",
+        help=f"inference backend (default auto: {CPU_DEFAULTS['retriever']} on a CPU, torch on a GPU)",
     )
     parser.add_argument("--cache_dir", default=None, help="embedding cache (default $MISCONCEPTIONS_CACHE/embeddings)")
     parser.add_argument(

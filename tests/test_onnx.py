@@ -158,6 +158,55 @@ def test_cache_reused_then_rebuilt_when_weights_change(classifier_copy, validati
     np.testing.assert_allclose(probs, load_classifier(str(classifier_copy)).predict_probs(texts), atol=1e-5)
 
 
+def _onnx_ops(path) -> list[str]:
+    import onnx
+
+    return [node.op_type for node in onnx.load(str(path)).graph.node]
+
+
+def _fp32_weight_matmuls(path) -> list[str]:
+    """The MatMul nodes left in fp32 whose second input is a weight (an initializer)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    weights = {init.name for init in graph.initializer}
+    return [node.name for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
+
+
+def test_export_is_eager_and_quantization_follows_the_kind(classifier_dir):
+    """The graph is traced with eager attention (SDPA's mask exports as IsNaN/Where on every score) and the model
+    keeps its own attention afterwards; the classifier's int8 graph quantizes every weight MatMul, embeddings keep
+    the 6 feed-forward down-projections (and only those) in fp32."""
+    clf = load_classifier(str(classifier_dir), backend="onnx-int8")
+    assert clf.model.config._attn_implementation == "sdpa"
+    folder = classifier_dir / ".onnx"
+    assert "IsNaN" not in _onnx_ops(folder / "model.onnx")
+    assert len(_fp32_weight_matmuls(folder / "model.onnx")) == 6 * 6  # q, k, v, o, up, down in each layer
+    assert _fp32_weight_matmuls(folder / "model.int8.onnx") == []
+    model_dir = str(resolve_model_path("builtin:all-MiniLM-L6-v2"))
+    encoder, _ = load_retriever(model_dir, backend="onnx-int8")
+    assert encoder[0].auto_model.config._attn_implementation == "sdpa"
+    kept = _fp32_weight_matmuls(onnx_cache_folder(model_dir) / "model.int8.onnx")
+    assert len(kept) == 6 and all("/output/dense/" in name for name in kept)  # the down-projections
+    stored = json.loads((folder / "export.json").read_text())
+    assert stored["quantization"] == onnx_backend.quantization_settings("classifier")
+
+
+def test_int8_is_redone_when_the_cpu_changes(classifier_copy, monkeypatch):
+    """7-bit weights without VNNI, 8-bit with it: a model folder moved to another CPU is quantized again."""
+    quantized = []
+    real_quantize = onnx_backend._quantize
+    monkeypatch.setattr(
+        onnx_backend, "_quantize", lambda *a: quantized.append(a[2]["reduce_range"]) or real_quantize(*a)
+    )
+    for vnni in (False, False, True):
+        monkeypatch.setattr(onnx_backend, "cpu_has_vnni", lambda vnni=vnni: vnni)
+        load_classifier(str(classifier_copy), backend="onnx-int8")
+    assert quantized == [True, False]  # reused on the same CPU, redone with full-range weights on a VNNI one
+    stored = json.loads((classifier_copy / ".onnx" / "export.json").read_text())
+    assert stored["quantization"]["reduce_range"] is False
+
+
 def test_retriever_onnx_matches_torch():
     model_dir = str(resolve_model_path("builtin:all-MiniLM-L6-v2"))
     mapping = pd.read_csv(REPO.parent / "shared" / "data" / "eedi" / "misconception_mapping.csv")
@@ -175,8 +224,12 @@ def test_retriever_onnx_matches_torch():
         np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-5)
         np.testing.assert_allclose(q, ref_q, atol=atol)
         assert (q * ref_q).sum(axis=1).min() >= min_cos and (d * ref_d).sum(axis=1).min() >= min_cos
-        top, ref_top = (q @ d.T).argmax(axis=1), (ref_q @ ref_d.T).argmax(axis=1)
-        assert (top == ref_top).mean() >= (1.0 if backend == "onnx" else 0.9)
+        ref_top = (ref_q @ ref_d.T).argmax(axis=1)
+        if backend == "onnx":
+            assert ((q @ d.T).argmax(axis=1) == ref_top).all()
+        else:  # near-duplicate descriptions swap places: torch's best stays in the top 3 (top-1 agreement ~0.9)
+            top3 = np.argsort(-(q @ d.T), axis=1)[:, :3]
+            assert np.mean([best in row for best, row in zip(ref_top, top3, strict=True)]) >= 0.95
     # Packaged models are not written into the installation: their exports go to the cache folder.
     folder = onnx_cache_folder(model_dir)
     assert folder.is_relative_to(os.environ["MISCONCEPTIONS_CACHE"]) and (folder / "model.int8.onnx").is_file()

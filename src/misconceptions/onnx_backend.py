@@ -14,19 +14,21 @@
 """Fast CPU inference: the classifier and the retriever on ONNX Runtime, in fp32 or dynamic int8.
 
 Backends: `torch` (the PyTorch model), `onnx` (the exported graph, fp32), `onnx-int8` (its MatMul weights quantized
-to int8 per output channel, activations quantized on the fly, feed-forward down-projections kept in fp32) and `auto`:
-torch on a GPU, else `CPU_DEFAULTS[task]`, the fastest backend within 0.002 MAP@3 (classifier) or MAP@25 (retriever)
-of torch in bench/inference_speed.py (see bench/RESULTS.md).
+to int8 per output channel, activations quantized on the fly per batch; embeddings keep the feed-forward
+down-projections in fp32, see `QUANTIZATION`) and `auto`: torch on a GPU, else `CPU_DEFAULTS[task]`, the fastest
+backend within 0.002 MAP@3 (classifier) or MAP@25 (retriever) of torch in bench/inference_speed.py (see
+bench/RESULTS.md). int8 is several times faster on CPUs with VNNI (AVX-512 VNNI, AVX-VNNI, AMX) than on AVX2 alone.
 
 Why not optimum: `optimum-onnx`, the only optimum ONNX exporter, requires transformers<4.58, and
 sentence-transformers' own ONNX backend goes through it; this toolkit runs transformers 5.23. So the encoder is
 exported here with `torch.onnx.export` (the TorchScript exporter, `dynamo=False`: a few seconds for a BERT where the
-dynamo exporter takes about a minute, with the same outputs), checked against torch on padded batches of another
-shape, and quantized with `onnxruntime.quantization.quantize_dynamic`.
+dynamo exporter takes about a minute, with the same outputs) with eager attention, checked against torch on padded
+batches of another shape, and quantized with `onnxruntime.quantization.quantize_dynamic`.
 
 The exported files are cached beside the model in `<model>/.onnx/` (in `$MISCONCEPTIONS_CACHE/onnx/` when the folder
 is not writable or lies inside the Python installation, as the packaged models do), keyed by the files that define
-the graph (weights and configs: path, size and mtime) and the exporter settings; a changed model is exported again.
+the graph (weights and configs: path, size and mtime), the exporter and quantization settings (which depend on the
+CPU); a changed model is exported again.
 What cannot be reproduced exactly (a PEFT adapter, a 4-bit or half-precision model, pooling other than mean/cls/max,
 extra modules after pooling, a failed export) falls back to torch with a one-line warning.
 
@@ -35,6 +37,7 @@ restores the input order. Classifier: logits -> softmax, as `classifier.predict_
 embeddings pooled and normalized as the SentenceTransformer's own Pooling/Normalize modules configure.
 """
 
+import functools
 import hashlib
 import json
 import logging
@@ -55,23 +58,29 @@ from .model_utils import cache_dir
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
-# bench/inference_speed.py (bench/RESULTS.md): the fastest backend within 0.002 MAP@3 (classifier) / MAP@25
-# (retriever) of torch. int8 moved the retriever's MAP@25 by +0.007 on Eedi fold 0 (outside 0.002, although upward):
-# the retriever's default stays fp32 ONNX, which matches torch.
+# bench/inference_speed.py and bench/int8_variants.py (bench/RESULTS.md): the fastest backend within 0.002 MAP@3
+# (classifier) / MAP@25 (retriever) of torch. The classifier's int8 stays within 0.0005 at every batch size; the
+# retriever's moved MAP@25 by 0.000 to 0.0024 with the batch size (retrieve.py at 32/64/128), so its default is fp32
+# ONNX, which gives torch's scores, and int8 (about 2x torch) is asked for with --backend onnx-int8.
 CPU_DEFAULTS = {"classifier": "onnx-int8", "retriever": "onnx"}
 OPSET = 17
-EXPORT_FORMAT = 1  # bump when the export or quantization settings change: every cache is rebuilt
-# Chosen in a one-off comparison on all-MiniLM-L6-v2 embeddings of Eedi texts (cosine and top-1 agreement with fp32):
-# per-tensor weights lost the most, per-channel much less, and keeping the feed-forward down-projections in fp32
-# (their inputs, after GELU, have long tails that 8-bit activations clip) with 7-bit weights (`reduce_range`, safe on
-# CPUs without VNNI) the least.
+EXPORT_FORMAT = 2  # bump when the export or quantization settings change: every cache is rebuilt
+# Dynamic int8 per kind of export, chosen on the demo models (bench/RESULTS.md). Weights per output channel. The
+# classifier quantizes every MatMul: MAP@3 moved by at most 0.0005 at any batch size. Embeddings keep the feed-forward
+# down-projections in fp32: their inputs, after GELU, have long tails that one per-batch 8-bit activation scale
+# clips: with them quantized MAP@25 moved by up to 0.0065 with the batch size, without them by up to 0.0024.
 QUANTIZATION = {
-    "weight_type": "QInt8",
-    "per_channel": True,
-    "reduce_range": True,
-    "op_types": ["MatMul"],
-    "keep_fp32": "down-projections",
+    "classifier": {"weight_type": "QInt8", "per_channel": True, "op_types": ["MatMul"], "keep_fp32": []},
+    "embedding": {
+        "weight_type": "QInt8",
+        "per_channel": True,
+        "op_types": ["MatMul"],
+        "keep_fp32": ["down-projections"],
+    },
 }
+# 7-bit weights (`reduce_range`) unless the CPU has an int8 dot product that accumulates in 32 bits (VNNI, AMX):
+# without one, ONNX Runtime's u8 x s8 kernels sum pairs of products in 16 bits, which full-range weights overflow.
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 VERIFY_ATOL = 1e-3  # the exported fp32 graph against torch, on a padded batch of another shape
 GRAPH_FILES = ("config.json", "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 POOLING_MODES = ("mean", "cls", "max")
@@ -108,6 +117,24 @@ def num_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+@functools.cache
+def cpu_has_vnni() -> bool:
+    """Whether the CPU has a 32-bit-accumulating int8 dot product (/proc/cpuinfo flags; False where unknown)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return bool(set(line.split(":", 1)[1].split()) & set(VNNI_FLAGS))
+    except OSError:
+        pass
+    return False
+
+
+def quantization_settings(kind: str) -> dict[str, Any]:
+    """The int8 settings for an export kind (classifier or embedding) on this CPU."""
+    return {**QUANTIZATION[kind], "reduce_range": not cpu_has_vnni()}
+
+
 # ---------------------------------------------------------------------------------------------------------- cache
 
 
@@ -136,7 +163,7 @@ def export_key(model_dir: str | os.PathLike, kind: str) -> str:
         raise UnsupportedModel("no .safetensors weights in the model folder")
     import onnxruntime
 
-    settings = [kind, EXPORT_FORMAT, OPSET, QUANTIZATION, torch.__version__, onnxruntime.__version__]
+    settings = [kind, EXPORT_FORMAT, OPSET, quantization_settings(kind), torch.__version__, onnxruntime.__version__]
     return hashlib.sha256(json.dumps([files, settings]).encode()).hexdigest()
 
 
@@ -151,12 +178,21 @@ class _OutputOf(torch.nn.Module):
         return getattr(self.model(**dict(zip(self.input_names, tensors, strict=True))), self.output)
 
 
-def _export(model: torch.nn.Module, tokenizer, input_names: list[str], output: str, path: Path) -> None:
-    """torch.onnx.export (TorchScript exporter) with dynamic batch and sequence axes, checked against torch."""
+def _export(
+    model: torch.nn.Module, tokenizer, input_names: list[str], output: str, path: Path, eager_attention: bool = True
+) -> None:
+    """torch.onnx.export (TorchScript exporter) with dynamic batch and sequence axes, checked against torch.
+
+    The graph is traced with eager attention (restored afterwards): SDPA exports its padding mask as Where/IsNaN
+    nodes on every attention score, a tenth or more of the int8 run time (bench/int8_variants.py).
+    """
     sample = tokenizer(_PROBE[:2], padding=True, return_tensors="pt")
     wrapper = _OutputOf(model, input_names, output)
     was_training = model.training
+    attention = getattr(model.config, "_attn_implementation", None)
     try:
+        if eager_attention and attention not in (None, "eager") and hasattr(model, "set_attn_implementation"):
+            model.set_attn_implementation("eager")
         wrapper.eval()  # the exporter restores the wrapper's mode afterwards: it must be eval too
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -176,6 +212,8 @@ def _export(model: torch.nn.Module, tokenizer, input_names: list[str], output: s
             expected = wrapper(*(probe[name] for name in input_names)).float().numpy()
     finally:
         model.train(was_training)
+        if getattr(model.config, "_attn_implementation", None) != attention:
+            model.set_attn_implementation(attention)
     got = OnnxSession(path, input_names).run({name: probe[name].numpy() for name in input_names})
     if got.ndim == 3:  # token embeddings: padding positions are not compared (pooling never reads them)
         mask = probe["attention_mask"].numpy()[..., None].astype(bool)
@@ -185,22 +223,25 @@ def _export(model: torch.nn.Module, tokenizer, input_names: list[str], output: s
         raise UnsupportedModel(f"the exported graph differs from torch by {diff:.2g} (> {VERIFY_ATOL})")
 
 
-def _quantize(source: Path, target: Path) -> None:
-    """Dynamic int8: MatMul weights per output channel, activations quantized per batch at run time."""
+def _quantize(source: Path, target: Path, settings: dict[str, Any]) -> None:
+    """Dynamic int8 (`quantization_settings`): MatMul weights per output channel, activations quantized per batch at
+    run time."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    graph = onnx.load(str(source)).graph
-    shapes = {init.name: tuple(init.dims) for init in graph.initializer}
-    # Down-projections: MatMuls whose weight has more rows than columns (the feed-forward output, the head).
-    keep = [
-        node.name
-        for node in graph.node
-        if node.op_type == "MatMul"
-        and len(shapes.get(node.input[1], ())) == 2
-        and shapes[node.input[1]][0] > shapes[node.input[1]][1]
-    ]
-    del graph
+    keep = []
+    if "down-projections" in settings["keep_fp32"]:
+        graph = onnx.load(str(source)).graph
+        shapes = {init.name: tuple(init.dims) for init in graph.initializer}
+        # Down-projections: MatMuls whose weight has more rows than columns (the feed-forward output, the head).
+        keep = [
+            node.name
+            for node in graph.node
+            if node.op_type == "MatMul"
+            and len(shapes.get(node.input[1], ())) == 2
+            and shapes[node.input[1]][0] > shapes[node.input[1]][1]
+        ]
+        del graph
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.ERROR))  # the quantizer logs every tensor it skips on the root logger
@@ -208,10 +249,10 @@ def _quantize(source: Path, target: Path) -> None:
         quantize_dynamic(
             source,
             target,
-            weight_type=getattr(QuantType, QUANTIZATION["weight_type"]),
-            per_channel=QUANTIZATION["per_channel"],
-            reduce_range=QUANTIZATION["reduce_range"],
-            op_types_to_quantize=QUANTIZATION["op_types"],
+            weight_type=getattr(QuantType, settings["weight_type"]),
+            per_channel=settings["per_channel"],
+            reduce_range=settings["reduce_range"],
+            op_types_to_quantize=settings["op_types"],
             nodes_to_exclude=keep,
         )
     finally:
@@ -243,13 +284,14 @@ def exported_model(
             tmp = folder / "model.onnx.tmp"
             _export(model, tokenizer, input_names, output, tmp)
             os.replace(tmp, fp32)
-            settings = {"opset": OPSET, "exporter": "torch.onnx.export(dynamo=False)", "quantization": QUANTIZATION}
+            settings = {"opset": OPSET, "exporter": "torch.onnx.export(dynamo=False), eager attention"}
             stored = {"key": key, "kind": kind, "input_names": input_names, **settings}
+            stored["quantization"] = quantization_settings(kind)
             info.write_text(json.dumps(stored, indent=2))
         if int8 and not quantized.is_file():
             logger.info("Quantizing %s to int8", fp32)
             tmp = folder / "model.int8.onnx.tmp"
-            _quantize(fp32, tmp)
+            _quantize(fp32, tmp, quantization_settings(kind))
             os.replace(tmp, quantized)
     return quantized if int8 else fp32
 
