@@ -154,6 +154,19 @@ def prepare(args) -> None:
         load_retriever(args.eedi_model, backend=backend)
 
 
+def cpu_info() -> dict:
+    """The CPU's model name and the instruction sets int8 and fp32 kernels care about: int8 MatMuls are several times
+    faster with AVX-512 VNNI or AMX than with AVX2 alone, so figures from different CPUs are not comparable."""
+    fields = {}
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+    return {"model": fields.get("model name", "unknown"), "flags": [f for f in wanted if f in flags]}
+
+
 def run_worker(task: str, backend: str, argv: list[str]) -> dict:
     load_before = os.getloadavg()[0]
     proc = subprocess.run(
@@ -208,6 +221,7 @@ def main() -> None:
     results = {
         "command": "python " + " ".join([f"bench/{Path(__file__).name}", *sys.argv[1:]]),
         "cpus": os.cpu_count(),
+        "cpu": cpu_info(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
         "map": {backend: run_worker("map", backend, common) for backend in MAP_BACKENDS},
