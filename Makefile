@@ -168,6 +168,9 @@ bench: install $(EEDI_MODEL)/train_results.json $(RERANKER_MODEL)/train_results.
 		--map_model $(MAP_MODEL) --map_csv $(DEMO_DIR)/map/validation.csv --eedi_model $(EEDI_MODEL) \
 		--eedi_csv $(DEMO_DIR)/eedi/fold0.csv --misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv \
 		--output bench/results/inference_speed.json
+	HF_HUB_OFFLINE=1 $(PY) bench/int8_variants.py --map_model $(MAP_MODEL) --map_csv $(DEMO_DIR)/map/validation.csv \
+		--eedi_model $(EEDI_MODEL) --eedi_csv $(DEMO_DIR)/eedi/fold0.csv \
+		--misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv --output bench/results/int8_variants.json
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
