@@ -48,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--input_csv", required=True, help="MAP CSV (test layout; train layout adds scoring)")
     parser.add_argument("--output_csv", required=True, help="where the submission CSV is written")
     parser.add_argument("--top_k", type=int, default=3, help="labels per row (default 3, the competition's)")
-    parser.add_argument("--batch_size", type=int, default=128, help="rows per forward pass (default 128)")
+    parser.add_argument("--batch_size", type=int, default=64, help="rows per forward pass (default 64)")
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
