@@ -14,7 +14,8 @@
 """CPU inference speed, peak memory and accuracy per backend, in one run: the MAP classifier on the full validation
 split (end to end after model load: tokenization, model, TF-IDF blend, label ranking) with Trainer.predict (the
 train-time evaluation path), torch (`predict_probs`), onnx and onnx-int8; the Eedi retriever's query encoding on
-the held-out fold with torch, onnx and onnx-int8 (documents encoded per backend too, then MAP@25).
+the held-out fold with torch, onnx and onnx-int8 (documents encoded per backend too: fp32 ONNX for both ONNX
+backends; then MAP@25).
 
 Every measurement runs in its own process (peak RSS is per process); the ONNX exports are built first, so no
 measurement includes an export. The machine's load average is recorded around each one. optimum could not be used:

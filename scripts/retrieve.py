@@ -27,9 +27,11 @@ Usage:
         [--top_k 25] [--candidates_out data/eedi-minilm-cpu-candidates] [--use_faiss] \
         [--backend {auto,torch,onnx,onnx-int8}]
 
---backend auto (the default) encodes with fp32 ONNX Runtime on a CPU (torch's scores) and torch on a GPU; the
-exported model is cached beside the model (src/misconceptions/onnx_backend.py). --backend onnx-int8 is about twice as
-fast again, but quantizes activations with one scale per batch, so MAP@25 moves with --batch_size (by up to 0.0024).
+--backend auto (the default) is onnx-int8 on a CPU and torch on a GPU: queries run through ONNX Runtime in int8
+(about 2.4-2.9x torch on a 2-core VNNI CPU), the misconception descriptions in fp32 (encoded once, cached). int8
+quantizes activations with one scale per batch, so MAP@25 moves a little with --batch_size (-0.0020 to +0.0026 from
+torch in bench/RESULTS.md); --backend onnx gives torch's scores exactly. The exported model is cached beside the
+model (src/misconceptions/onnx_backend.py).
 """
 
 import argparse

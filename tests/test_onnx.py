@@ -173,10 +173,9 @@ def _fp32_weight_matmuls(path) -> list[str]:
     return [node.name for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
 
 
-def test_export_is_eager_and_quantization_follows_the_kind(classifier_dir):
+def test_export_is_eager_and_int8_quantizes_every_weight_matmul(classifier_dir):
     """The graph is traced with eager attention (SDPA's mask exports as IsNaN/Where on every score) and the model
-    keeps its own attention afterwards; the classifier's int8 graph quantizes every weight MatMul, embeddings keep
-    the 6 feed-forward down-projections (and only those) in fp32."""
+    keeps its own attention afterwards; the int8 graphs (classifier and embeddings) quantize every weight MatMul."""
     clf = load_classifier(str(classifier_dir), backend="onnx-int8")
     assert clf.model.config._attn_implementation == "sdpa"
     folder = classifier_dir / ".onnx"
@@ -186,10 +185,11 @@ def test_export_is_eager_and_quantization_follows_the_kind(classifier_dir):
     model_dir = str(resolve_model_path("builtin:all-MiniLM-L6-v2"))
     encoder, _ = load_retriever(model_dir, backend="onnx-int8")
     assert encoder[0].auto_model.config._attn_implementation == "sdpa"
-    kept = _fp32_weight_matmuls(onnx_cache_folder(model_dir) / "model.int8.onnx")
-    assert len(kept) == 6 and all("/output/dense/" in name for name in kept)  # the down-projections
+    encoder_folder = onnx_cache_folder(model_dir)
+    assert len(_fp32_weight_matmuls(encoder_folder / "model.onnx")) == 6 * 6
+    assert _fp32_weight_matmuls(encoder_folder / "model.int8.onnx") == []
     stored = json.loads((folder / "export.json").read_text())
-    assert stored["quantization"] == onnx_backend.quantization_settings("classifier")
+    assert stored["quantization"] == onnx_backend.quantization_settings()
 
 
 def test_int8_is_redone_when_the_cpu_changes(classifier_copy, monkeypatch):
@@ -223,7 +223,11 @@ def test_retriever_onnx_matches_torch():
         d = model.encode_document(documents, batch_size=64, normalize_embeddings=True)
         np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-5)
         np.testing.assert_allclose(q, ref_q, atol=atol)
-        assert (q * ref_q).sum(axis=1).min() >= min_cos and (d * ref_d).sum(axis=1).min() >= min_cos
+        assert (q * ref_q).sum(axis=1).min() >= min_cos
+        # Documents run in fp32 on both ONNX backends (int8 queries against fp32 documents, see OnnxSentenceEncoder)
+        np.testing.assert_allclose(d, ref_d, atol=1e-5)
+        assert model.document_backend == "onnx" and model.document_session.path.name == "model.onnx"
+        assert model.query_session.path.name == ("model.int8.onnx" if backend == "onnx-int8" else "model.onnx")
         ref_top = (ref_q @ ref_d.T).argmax(axis=1)
         if backend == "onnx":
             assert ((q @ d.T).argmax(axis=1) == ref_top).all()
@@ -233,6 +237,24 @@ def test_retriever_onnx_matches_torch():
     # Packaged models are not written into the installation: their exports go to the cache folder.
     folder = onnx_cache_folder(model_dir)
     assert folder.is_relative_to(os.environ["MISCONCEPTIONS_CACHE"]) and (folder / "model.int8.onnx").is_file()
+
+
+def test_both_onnx_backends_share_the_document_cache(tmp_path):
+    """onnx-int8 documents are the fp32 ONNX ones: one cache entry for both ONNX backends, another for torch."""
+    from misconceptions.retrieval import cached_document_embeddings
+
+    model_dir = str(resolve_model_path("builtin:all-MiniLM-L6-v2"))
+    source = tmp_path / "misconceptions.csv"
+    texts = [f"Believes {n} is prime" for n in range(20)]
+    pd.DataFrame({"MisconceptionId": range(20), "MisconceptionName": texts}).to_csv(source, index=False)
+    cache = tmp_path / "cache"
+    results = {}
+    for backend in ("onnx", "onnx-int8", "torch"):
+        model, _ = load_retriever(model_dir, backend=backend)
+        results[backend] = cached_document_embeddings(model, model_dir, texts, source, cache_folder=cache)
+    assert [cached for _, cached in results.values()] == [False, True, False]
+    np.testing.assert_array_equal(results["onnx"][0], results["onnx-int8"][0])
+    assert len(list(cache.glob("*.npy"))) == 2
 
 
 def _warnings(caplog) -> list[str]:

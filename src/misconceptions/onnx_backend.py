@@ -14,10 +14,11 @@
 """Fast CPU inference: the classifier and the retriever on ONNX Runtime, in fp32 or dynamic int8.
 
 Backends: `torch` (the PyTorch model), `onnx` (the exported graph, fp32), `onnx-int8` (its MatMul weights quantized
-to int8 per output channel, activations quantized on the fly per batch; embeddings keep the feed-forward
-down-projections in fp32, see `QUANTIZATION`) and `auto`: torch on a GPU, else `CPU_DEFAULTS[task]`, the fastest
-backend within 0.002 MAP@3 (classifier) or MAP@25 (retriever) of torch in bench/inference_speed.py (see
-bench/RESULTS.md). int8 is several times faster on CPUs with VNNI (AVX-512 VNNI, AVX-VNNI, AMX) than on AVX2 alone.
+to int8 per output channel, activations quantized on the fly per batch, see `QUANTIZATION`; a retriever encodes
+queries in int8 and its documents in fp32, see `OnnxSentenceEncoder`) and `auto`: torch on a GPU, else
+`CPU_DEFAULTS[task]`, the fastest backend within 0.002 MAP@3 (classifier) or MAP@25 (retriever) of torch in
+bench/inference_speed.py (see bench/RESULTS.md). int8 is several times faster on CPUs with VNNI (AVX-512 VNNI,
+AVX-VNNI, AMX) than on AVX2 alone.
 
 Why not optimum: `optimum-onnx`, the only optimum ONNX exporter, requires transformers<4.58, and
 sentence-transformers' own ONNX backend goes through it; this toolkit runs transformers 5.23. So the encoder is
@@ -58,26 +59,16 @@ from .model_utils import cache_dir
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
-# bench/inference_speed.py and bench/int8_variants.py (bench/RESULTS.md): the fastest backend within 0.002 MAP@3
-# (classifier) / MAP@25 (retriever) of torch. The classifier's int8 stays within 0.0005 at every batch size; the
-# retriever's moved MAP@25 by 0.000 to 0.0024 with the batch size (retrieve.py at 32/64/128), so its default is fp32
-# ONNX, which gives torch's scores, and int8 (about 2x torch) is asked for with --backend onnx-int8.
-CPU_DEFAULTS = {"classifier": "onnx-int8", "retriever": "onnx"}
+# bench/inference_speed.py and bench/int8_variants.py (bench/RESULTS.md): the fastest backend that loses at most 0.002
+# MAP@3 (classifier) / MAP@25 (retriever) against torch at every batch size measured.
+CPU_DEFAULTS = {"classifier": "onnx-int8", "retriever": "onnx-int8"}
 OPSET = 17
-EXPORT_FORMAT = 2  # bump when the export or quantization settings change: every cache is rebuilt
-# Dynamic int8 per kind of export, chosen on the demo models (bench/RESULTS.md). Weights per output channel. The
-# classifier quantizes every MatMul: MAP@3 moved by at most 0.0005 at any batch size. Embeddings keep the feed-forward
-# down-projections in fp32: their inputs, after GELU, have long tails that one per-batch 8-bit activation scale
-# clips: with them quantized MAP@25 moved by up to 0.0065 with the batch size, without them by up to 0.0024.
-QUANTIZATION = {
-    "classifier": {"weight_type": "QInt8", "per_channel": True, "op_types": ["MatMul"], "keep_fp32": []},
-    "embedding": {
-        "weight_type": "QInt8",
-        "per_channel": True,
-        "op_types": ["MatMul"],
-        "keep_fp32": ["down-projections"],
-    },
-}
+EXPORT_FORMAT = 3  # bump when the export or quantization settings change: every cache is rebuilt
+# Dynamic int8, chosen on the demo models (bench/int8_variants.py): every weight MatMul, weights per output channel.
+# The classifier's MAP@3 moves by at most 0.0005 at any batch size. The retriever's int8 queries against fp32
+# documents move MAP@25 by -0.0020 to +0.0023 over 8 batch sizes (int8 documents too: as low as -0.0065; keeping the
+# feed-forward down-projections in fp32 is slower and, against fp32 documents, lower: down to -0.0032).
+QUANTIZATION = {"weight_type": "QInt8", "per_channel": True, "op_types": ["MatMul"]}
 # 7-bit weights (`reduce_range`) unless the CPU has an int8 dot product that accumulates in 32 bits (VNNI, AMX):
 # without one, ONNX Runtime's u8 x s8 kernels sum pairs of products in 16 bits, which full-range weights overflow.
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
@@ -130,9 +121,9 @@ def cpu_has_vnni() -> bool:
     return False
 
 
-def quantization_settings(kind: str) -> dict[str, Any]:
-    """The int8 settings for an export kind (classifier or embedding) on this CPU."""
-    return {**QUANTIZATION[kind], "reduce_range": not cpu_has_vnni()}
+def quantization_settings() -> dict[str, Any]:
+    """The int8 settings on this CPU."""
+    return {**QUANTIZATION, "reduce_range": not cpu_has_vnni()}
 
 
 # ---------------------------------------------------------------------------------------------------------- cache
@@ -163,7 +154,7 @@ def export_key(model_dir: str | os.PathLike, kind: str) -> str:
         raise UnsupportedModel("no .safetensors weights in the model folder")
     import onnxruntime
 
-    settings = [kind, EXPORT_FORMAT, OPSET, quantization_settings(kind), torch.__version__, onnxruntime.__version__]
+    settings = [kind, EXPORT_FORMAT, OPSET, quantization_settings(), torch.__version__, onnxruntime.__version__]
     return hashlib.sha256(json.dumps([files, settings]).encode()).hexdigest()
 
 
@@ -223,25 +214,11 @@ def _export(
         raise UnsupportedModel(f"the exported graph differs from torch by {diff:.2g} (> {VERIFY_ATOL})")
 
 
-def _quantize(source: Path, target: Path, settings: dict[str, Any]) -> None:
+def _quantize(source: Path, target: Path, settings: dict[str, Any], nodes_to_exclude: list[str] | None = None) -> None:
     """Dynamic int8 (`quantization_settings`): MatMul weights per output channel, activations quantized per batch at
-    run time."""
-    import onnx
+    run time; `nodes_to_exclude` stay fp32."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    keep = []
-    if "down-projections" in settings["keep_fp32"]:
-        graph = onnx.load(str(source)).graph
-        shapes = {init.name: tuple(init.dims) for init in graph.initializer}
-        # Down-projections: MatMuls whose weight has more rows than columns (the feed-forward output, the head).
-        keep = [
-            node.name
-            for node in graph.node
-            if node.op_type == "MatMul"
-            and len(shapes.get(node.input[1], ())) == 2
-            and shapes[node.input[1]][0] > shapes[node.input[1]][1]
-        ]
-        del graph
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.ERROR))  # the quantizer logs every tensor it skips on the root logger
@@ -253,7 +230,7 @@ def _quantize(source: Path, target: Path, settings: dict[str, Any]) -> None:
             per_channel=settings["per_channel"],
             reduce_range=settings["reduce_range"],
             op_types_to_quantize=settings["op_types"],
-            nodes_to_exclude=keep,
+            nodes_to_exclude=nodes_to_exclude or [],
         )
     finally:
         root.setLevel(level)
@@ -286,12 +263,12 @@ def exported_model(
             os.replace(tmp, fp32)
             settings = {"opset": OPSET, "exporter": "torch.onnx.export(dynamo=False), eager attention"}
             stored = {"key": key, "kind": kind, "input_names": input_names, **settings}
-            stored["quantization"] = quantization_settings(kind)
+            stored["quantization"] = quantization_settings()
             info.write_text(json.dumps(stored, indent=2))
         if int8 and not quantized.is_file():
             logger.info("Quantizing %s to int8", fp32)
             tmp = folder / "model.int8.onnx.tmp"
-            _quantize(fp32, tmp, quantization_settings(kind))
+            _quantize(fp32, tmp, quantization_settings())
             os.replace(tmp, quantized)
     return quantized if int8 else fp32
 
@@ -427,6 +404,11 @@ def load_onnx_classifier(model, tokenizer, model_dir: str | os.PathLike, backend
 class OnnxSentenceEncoder:
     """A SentenceTransformer's `encode_query` / `encode_document` on ONNX Runtime, same embeddings.
 
+    With `onnx-int8`, queries (and `encode`) run through the int8 graph and documents through the fp32 one: documents
+    are encoded once and cached (`retrieval.cached_document_embeddings`), queries on every request, and int8 on both
+    sides compounds the error (bench/int8_variants.py: MAP@25 as low as -0.0065, against -0.0020 to +0.0023 with fp32
+    documents). `document_backend` names what the documents ran on.
+
     Supports a Transformer module, then Pooling (mean, cls or max over every token, prompt included), then an
     optional Normalize, as read from the loaded model's modules (its modules.json and pooling config). Any other
     attribute is the wrapped SentenceTransformer's, so code that reads `prompts` or `model[0]` keeps working.
@@ -469,16 +451,21 @@ class OnnxSentenceEncoder:
             mask = theirs["attention_mask"].bool()
             if [row[m].tolist() for row, m in zip(theirs["input_ids"], mask, strict=True)] != ours:
                 raise UnsupportedModel(f"{task} tokenization differs from the SentenceTransformer's")
-        path = exported_model(
-            auto_model,
-            tokenizer,
-            model_dir,
-            "embedding",
-            self.input_names,
-            "last_hidden_state",
-            backend == "onnx-int8",
-        )
-        self.session = OnnxSession(path, self.input_names)
+        paths = [
+            exported_model(auto_model, tokenizer, model_dir, "embedding", self.input_names, "last_hidden_state", int8)
+            for int8 in sorted({False, backend == "onnx-int8"})
+        ]
+        self.query_session = OnnxSession(paths[-1], self.input_names)
+        self.document_path, self._document_session = paths[0], None
+        self.document_backend = "onnx"
+
+    @property
+    def document_session(self) -> OnnxSession:
+        """The fp32 session documents run on (the query session unless int8; opened on first use)."""
+        if self._document_session is None:
+            same = self.query_session.path == self.document_path
+            self._document_session = self.query_session if same else OnnxSession(self.document_path, self.input_names)
+        return self._document_session
 
     def __getattr__(self, name: str) -> Any:
         model = self.__dict__.get("model")
@@ -513,11 +500,12 @@ class OnnxSentenceEncoder:
         if not texts:
             return np.zeros((0, self.model[0].get_embedding_dimension()), dtype=np.float32)
         input_ids = _tokenize(self.tokenizer, self._prompted(texts, task), self._max_length(task))
+        session = self.document_session if task == "document" else self.query_session
         out = None
         left = self.tokenizer.padding_side == "left"
         pad_id = self.tokenizer.pad_token_id or 0
         for idx, batch in length_sorted_batches(input_ids, self.input_names, pad_id, batch_size, left):
-            tokens = self.session.run(batch).astype(np.float32)
+            tokens = session.run(batch).astype(np.float32)
             mask = batch["attention_mask"][..., None].astype(np.float32)
             if self.pooling == "mean":
                 pooled = (tokens * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)

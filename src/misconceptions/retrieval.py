@@ -234,7 +234,8 @@ def cached_document_embeddings(
                 getattr(module, "document_length", None),
                 len(texts),
             ]
-            + ([model.backend] if getattr(model, "backend", "torch") != "torch" else [])  # ONNX embeddings apart
+            # ONNX documents apart from torch's (fp32 ONNX for both ONNX backends)
+            + ([model.document_backend] if hasattr(model, "document_backend") else [])
         ).encode()
     ).hexdigest()[:32]
     folder = Path(cache_folder) if cache_folder else cache_dir() / "embeddings"
