@@ -18,7 +18,10 @@ Usage:
 
     python scripts/predict_eedi.py --retriever data/eedi-minilm-cpu --reranker data/eedi-reranker-minilm-cpu \
         --input_csv ../shared/data/eedi/test.csv --misconceptions_csv ../shared/data/eedi/misconception_mapping.csv \
-        --output_csv data/eedi_submission.csv [--candidates_k 100] [--window 20 --stride 10]
+        --output_csv data/eedi_submission.csv [--candidates_k 100] [--window 20 --stride 10] \
+        [--backend {auto,torch,onnx,onnx-int8}]
+
+--backend chooses how the retriever encodes (as in retrieve.py; auto: onnx-int8 on a CPU, torch on a GPU).
 """
 
 import argparse
@@ -27,6 +30,7 @@ from pathlib import Path
 
 from misconceptions import InputError, cli_entry
 from misconceptions.hub import resolve_model_dir
+from misconceptions.onnx_backend import BACKENDS, CPU_DEFAULTS
 from misconceptions.rerank import (
     add_rerank_arguments,
     check_rerank_arguments,
@@ -46,6 +50,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--candidates_k", type=int, default=100, help="candidates retrieved per row (default 100)")
     parser.add_argument(
         "--explanations", default=None, help="scripts/explain.py folder: add <LLMOutput> to the queries"
+    )
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help=f"the retriever's inference backend (default auto: {CPU_DEFAULTS['retriever']} on a CPU, torch on a GPU)",
     )
     add_rerank_arguments(parser)
     return parser.parse_args(argv)
@@ -68,6 +78,7 @@ def main(argv=None) -> dict:
         args.misconceptions_csv,
         args.candidates_k,
         explanations=args.explanations,
+        backend=args.backend,
     )
     print(f"Retrieved {args.candidates_k} candidates for {len(candidates)} rows ({info['queries_per_second']:.1f}/s)")
     reranker = load_reranker(reranker_dir)

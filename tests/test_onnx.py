@@ -302,8 +302,9 @@ def _script(name: str):
 def test_scripts_backend_flag(classifier_dir, small_map_dataset, validation_df, tmp_path, capsys):
     val = small_map_dataset / "validation.csv"
     required = ["--model", "m", "--input_csv", "i", "--output_csv", "o", "--misconceptions_csv", "c"]
-    for name in ("predict_classifier", "retrieve"):
-        argv = required if name == "retrieve" else required[:6]
+    eedi_required = ["--retriever", "r", "--reranker", "k", *required[2:]]
+    for name in ("predict_classifier", "retrieve", "predict_eedi"):
+        argv = {"retrieve": required, "predict_eedi": eedi_required}.get(name, required[:6])
         assert _script(name).parse_args(argv).backend == "auto"
         with pytest.raises(SystemExit):
             _script(name).parse_args(["--backend", "tensorrt"])
