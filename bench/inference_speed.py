@@ -110,15 +110,22 @@ def map_worker(args) -> dict:
     }
 
 
-def eedi_worker(args) -> dict:
-    from misconceptions import load_retriever, retrieval_metrics, search
-    from misconceptions.eedi import pivot_wrong_answers, query_texts, read_misconceptions_csv, read_questions_csv
-    from misconceptions.retrieval import encode_documents, encode_queries
+def labelled_eedi_rows(args):
+    """(misconceptions, the labelled wrong answers of --eedi_csv): what the Eedi benches encode and score."""
+    from misconceptions.eedi import pivot_wrong_answers, read_misconceptions_csv, read_questions_csv
 
     misconceptions = read_misconceptions_csv(args.misconceptions_csv)
     questions = read_questions_csv(args.eedi_csv, misconception_ids=set(misconceptions["MisconceptionId"]))
     rows = pivot_wrong_answers(questions, misconceptions)
-    rows = rows[rows["MisconceptionId"].notna()].reset_index(drop=True)
+    return misconceptions, rows[rows["MisconceptionId"].notna()].reset_index(drop=True)
+
+
+def eedi_worker(args) -> dict:
+    from misconceptions import load_retriever, retrieval_metrics, search
+    from misconceptions.eedi import query_texts
+    from misconceptions.retrieval import encode_documents, encode_queries
+
+    misconceptions, rows = labelled_eedi_rows(args)
     started = time.perf_counter()
     model, meta = load_retriever(args.eedi_model, backend=args.backend)
     load_seconds = time.perf_counter() - started

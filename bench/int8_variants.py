@@ -22,8 +22,8 @@ For the MAP classifier (end to end with `rank_dataframe`, MAP@3 on the validatio
 For `all`, `keep-down` and `all-sdpa`, an ONNX Runtime profile at the middle batch size gives each op type's share
 of the kernel time (`profile`); `attention` sums the attention core's ops (the fp32 score and mixing MatMuls,
 softmax, transposes, the mask's Add/Where/IsNaN), which is what it means where every weight MatMul is int8 (`all`,
-`all-sdpa`; in `keep-down` it also counts the fp32 down-projections). Dynamic int8 quantizes activations with one scale per batch, so its scores depend on the batch size: each variant
-runs at several. Weights are 7-bit (`reduce_range`) exactly when the package would use them on this CPU.
+`all-sdpa`; in `keep-down` it also counts the fp32 down-projections). Dynamic int8 quantizes activations with one
+scale per batch, so its scores depend on the batch size: each variant runs at several. Weights are 7-bit (`reduce_range`) exactly when the package would use them on this CPU.
 Eedi MAP@25 is scored twice per variant: against fp32 ONNX documents (`map@25`, what the package's onnx-int8 retriever
 does) and against the variant's own documents (`map@25_own_documents`); torch, `all` and `keep-down` are also
 scored, untimed, at every `--accuracy_batch_sizes` (`accuracy`).
@@ -175,15 +175,14 @@ def map_worker(args) -> dict:
 
 
 def eedi_worker(args) -> dict:
+    from inference_speed import labelled_eedi_rows  # bench/ is the script's folder, first on sys.path
+
     from misconceptions import load_retriever, retrieval_metrics, search
-    from misconceptions.eedi import pivot_wrong_answers, query_texts, read_misconceptions_csv, read_questions_csv
+    from misconceptions.eedi import query_texts
     from misconceptions.onnx_backend import OnnxSession
     from misconceptions.retrieval import encode_documents, encode_queries
 
-    misconceptions = read_misconceptions_csv(args.misconceptions_csv)
-    questions = read_questions_csv(args.eedi_csv, misconception_ids=set(misconceptions["MisconceptionId"]))
-    rows = pivot_wrong_answers(questions, misconceptions)
-    rows = rows[rows["MisconceptionId"].notna()].reset_index(drop=True)
+    misconceptions, rows = labelled_eedi_rows(args)
     gold = rows["MisconceptionId"].astype(int).tolist()
     names, ids = misconceptions["MisconceptionName"].tolist(), misconceptions["MisconceptionId"].to_numpy()
     torch_model, meta = load_retriever(args.eedi_model, backend="torch")
@@ -252,7 +251,6 @@ def main() -> None:
         results = map_worker(args) if args.worker == "map" else eedi_worker(args)
         print(json.dumps(results))
         return
-    sys.path.insert(0, str(REPO / "bench"))
     from inference_speed import cpu_info
 
     from misconceptions.onnx_backend import cpu_has_vnni

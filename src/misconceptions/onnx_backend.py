@@ -407,12 +407,14 @@ class OnnxSentenceEncoder:
     With `onnx-int8`, queries (and `encode`) run through the int8 graph and documents through the fp32 one: documents
     are encoded once and cached (`retrieval.cached_document_embeddings`), queries on every request, and int8 on both
     sides compounds the error (bench/int8_variants.py: MAP@25 as low as -0.0065, against -0.0020 to +0.0023 with fp32
-    documents). `document_backend` names what the documents ran on.
+    documents). `document_backend` names what the documents run on.
 
     Supports a Transformer module, then Pooling (mean, cls or max over every token, prompt included), then an
     optional Normalize, as read from the loaded model's modules (its modules.json and pooling config). Any other
     attribute is the wrapped SentenceTransformer's, so code that reads `prompts` or `model[0]` keeps working.
     """
+
+    document_backend = "onnx"  # both ONNX backends encode documents in fp32
 
     def __init__(self, model, model_dir: str | os.PathLike, backend: str):
         from sentence_transformers.base.modules import Transformer
@@ -451,20 +453,19 @@ class OnnxSentenceEncoder:
             mask = theirs["attention_mask"].bool()
             if [row[m].tolist() for row, m in zip(theirs["input_ids"], mask, strict=True)] != ours:
                 raise UnsupportedModel(f"{task} tokenization differs from the SentenceTransformer's")
-        paths = [
-            exported_model(auto_model, tokenizer, model_dir, "embedding", self.input_names, "last_hidden_state", int8)
-            for int8 in sorted({False, backend == "onnx-int8"})
-        ]
-        self.query_session = OnnxSession(paths[-1], self.input_names)
-        self.document_path, self._document_session = paths[0], None
-        self.document_backend = "onnx"
+        export = functools.partial(
+            exported_model, auto_model, tokenizer, model_dir, "embedding", self.input_names, "last_hidden_state"
+        )
+        self.document_path = export(int8=False)
+        query_path = export(int8=True) if backend == "onnx-int8" else self.document_path
+        self.query_session = OnnxSession(query_path, self.input_names)
+        self._document_session = self.query_session if query_path == self.document_path else None
 
     @property
     def document_session(self) -> OnnxSession:
-        """The fp32 session documents run on (the query session unless int8; opened on first use)."""
+        """The fp32 session documents run on: the query session unless int8, else opened on first use."""
         if self._document_session is None:
-            same = self.query_session.path == self.document_path
-            self._document_session = self.query_session if same else OnnxSession(self.document_path, self.input_names)
+            self._document_session = OnnxSession(self.document_path, self.input_names)
         return self._document_session
 
     def __getattr__(self, name: str) -> Any:
