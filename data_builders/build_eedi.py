@@ -32,7 +32,7 @@ from pathlib import Path
 
 from misconceptions import InputError, atomic_path, build_eedi_dataset, cli_entry
 from misconceptions.eedi import FOLD_BY, eedi_hub_configs, write_wide_csv
-from misconceptions.hub import add_push_arguments, launch_command, save_and_push_dataset_card
+from misconceptions.hub import add_push_arguments, dataset_card, launch_command, push_built_dataset
 
 
 logger = logging.getLogger(__name__)
@@ -68,16 +68,9 @@ def main(argv=None) -> None:
     dataset, questions, misconceptions = build_eedi_dataset(
         args.train_csv, args.misconceptions_csv, args.n_folds, args.fold_by, args.seed, args.explanations
     )
-    with atomic_path(output_dir, is_dir=True) as tmp:
-        dataset.save_to_disk(str(tmp))
-        for fold in sorted(questions["fold"].unique()):
-            write_wide_csv(questions[questions["fold"] == fold], tmp / f"fold{fold}.csv")
-        misconceptions.to_csv(tmp / "misconception_mapping.csv", index=False)
-    print(f"Saved {dict(dataset.num_rows)} with {args.n_folds} folds by {args.fold_by} to {output_dir}")
-    save_and_push_dataset_card(
-        eedi_hub_configs(dataset),
-        output_dir,
-        args,
+    configs = eedi_hub_configs(dataset)
+    card = dataset_card(
+        configs,
         build_command=launch_command(__file__, argv),
         pretty_name="Eedi: Mining Misconceptions in Mathematics (pairs)",
         description=(
@@ -93,6 +86,14 @@ def main(argv=None) -> None:
         ),
         task_categories=["text-retrieval"],
     )
+    with atomic_path(output_dir, is_dir=True) as tmp:
+        dataset.save_to_disk(str(tmp))
+        for fold in sorted(questions["fold"].unique()):
+            write_wide_csv(questions[questions["fold"] == fold], tmp / f"fold{fold}.csv")
+        misconceptions.to_csv(tmp / "misconception_mapping.csv", index=False)
+        card.save(str(tmp / "README.md"))
+    print(f"Saved {dict(dataset.num_rows)} with {args.n_folds} folds by {args.fold_by} to {output_dir}")
+    push_built_dataset(configs, card, output_dir, args)
 
 
 if __name__ == "__main__":

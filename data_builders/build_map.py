@@ -26,7 +26,7 @@ import logging
 from pathlib import Path
 
 from misconceptions import InputError, atomic_path, build_map_dataset, cli_entry
-from misconceptions.hub import add_push_arguments, launch_command, save_and_push_dataset_card
+from misconceptions.hub import add_push_arguments, dataset_card, launch_command, push_built_dataset
 
 
 logger = logging.getLogger(__name__)
@@ -54,17 +54,9 @@ def main(argv=None) -> None:
     if output_dir.exists() and not args.overwrite:
         raise InputError(f"{output_dir} already exists; pass --overwrite to replace it")
     dataset = build_map_dataset(args.train_csv, args.test_csv, args.validation_size, args.seed)
-    with atomic_path(output_dir, is_dir=True) as tmp:
-        dataset.save_to_disk(str(tmp))
-        for name, split in dataset.items():
-            split.remove_columns([c for c in ("label", "prompt") if c in split.column_names]).to_csv(
-                str(tmp / f"{name}.csv"), index=False
-            )
-    print(f"Saved {dict(dataset.num_rows)} to {output_dir}")
-    save_and_push_dataset_card(
-        {"default": dataset},
-        output_dir,
-        args,
+    configs = {"default": dataset}
+    card = dataset_card(
+        configs,
         build_command=launch_command(__file__, argv),
         pretty_name="MAP: Charting Student Math Misunderstandings",
         description=(
@@ -79,6 +71,15 @@ def main(argv=None) -> None:
         ),
         task_categories=["text-classification"],
     )
+    with atomic_path(output_dir, is_dir=True) as tmp:
+        dataset.save_to_disk(str(tmp))
+        for name, split in dataset.items():
+            split.remove_columns([c for c in ("label", "prompt") if c in split.column_names]).to_csv(
+                str(tmp / f"{name}.csv"), index=False
+            )
+        card.save(str(tmp / "README.md"))
+    print(f"Saved {dict(dataset.num_rows)} to {output_dir}")
+    push_built_dataset(configs, card, output_dir, args)
 
 
 if __name__ == "__main__":

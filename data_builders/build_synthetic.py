@@ -35,7 +35,7 @@ import pandas as pd
 
 from misconceptions import InputError, atomic_path, cli_entry, read_misconceptions_csv
 from misconceptions.eedi import eedi_hub_configs, write_wide_csv
-from misconceptions.hub import add_push_arguments, launch_command, save_and_push_dataset_card
+from misconceptions.hub import add_push_arguments, dataset_card, launch_command, push_built_dataset
 from misconceptions.synthetic import read_generations, synthetic_dataset, synthetic_questions
 
 
@@ -68,19 +68,9 @@ def main(argv=None) -> None:
         raise InputError(f"generations name misconception ids {unknown[:5]} that {args.misconceptions_csv} lacks")
     questions = synthetic_questions(records)
     dataset = synthetic_dataset(questions, misconceptions)
-    with atomic_path(output_dir, is_dir=True) as tmp:
-        dataset.save_to_disk(str(tmp))
-        write_wide_csv(questions, tmp / "synthetic.csv")
-        misconceptions.to_csv(tmp / "misconception_mapping.csv", index=False)
-    covered = pd.Series([int(r["MisconceptionId"]) for r in records if r["questions"]]).nunique()
-    print(
-        f"Saved {dataset['train'].num_rows} synthetic rows for {covered} misconceptions "
-        f"(from {len(records)} generated for) to {output_dir}"
-    )
-    save_and_push_dataset_card(
-        eedi_hub_configs(dataset),
-        output_dir,
-        args,
+    configs = eedi_hub_configs(dataset)
+    card = dataset_card(
+        configs,
         build_command=launch_command(__file__, argv),
         pretty_name="Eedi misconceptions: synthetic questions",
         description=(
@@ -92,6 +82,17 @@ def main(argv=None) -> None:
         license_note="Generated text; the misconception names come from the Eedi competition data (check its rules).",
         task_categories=["text-retrieval"],
     )
+    with atomic_path(output_dir, is_dir=True) as tmp:
+        dataset.save_to_disk(str(tmp))
+        write_wide_csv(questions, tmp / "synthetic.csv")
+        misconceptions.to_csv(tmp / "misconception_mapping.csv", index=False)
+        card.save(str(tmp / "README.md"))
+    covered = pd.Series([int(r["MisconceptionId"]) for r in records if r["questions"]]).nunique()
+    print(
+        f"Saved {dataset['train'].num_rows} synthetic rows for {covered} misconceptions "
+        f"(from {len(records)} generated for) to {output_dir}"
+    )
+    push_built_dataset(configs, card, output_dir, args)
 
 
 if __name__ == "__main__":

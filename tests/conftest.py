@@ -120,6 +120,7 @@ def minilm_classifier(small_map_dataset, tmp_path_factory) -> Path:
 
 
 EEDI_MINILM = REPO / "recipes" / "eedi" / "minilm-cpu.yaml"
+POINTWISE = REPO / "recipes" / "eedi" / "reranker-minilm-cpu.yaml"
 EEDI_TINY = [
     "--max_steps",
     "4",
@@ -183,3 +184,59 @@ def eedi_minilm_run(eedi_data, tmp_path_factory) -> tuple[Path, str]:
         "tensorboard",
     )
     return out, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="session")
+def eedi(eedi_data, tmp_path_factory):
+    """The small Eedi dataset of `eedi_data` and zero-shot MiniLM candidates (30) for every row of its CSV."""
+    from misconceptions.model_utils import resolve_model_path
+
+    folder = tmp_path_factory.mktemp("rerank")
+    run_script(
+        "scripts/retrieve.py",
+        "--model",
+        resolve_model_path("builtin:all-MiniLM-L6-v2"),
+        "--input_csv",
+        str(eedi_data["train_csv"]),
+        "--misconceptions_csv",
+        str(eedi_data["mapping_csv"]),
+        "--output_csv",
+        str(folder / "retrieved.csv"),
+        "--candidates_out",
+        str(folder / "candidates"),
+        "--candidates_k",
+        "30",
+    )
+    return {
+        "dataset": eedi_data["dataset"],
+        "candidates": folder / "candidates",
+        "csv": eedi_data["train_csv"],
+        "mapping": eedi_data["mapping_csv"],
+    }
+
+
+@pytest.fixture(scope="session")
+def pointwise_run(eedi, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "pointwise"
+    run_script(
+        "scripts/train_reranker.py",
+        "--config",
+        str(POINTWISE),
+        "--dataset_name",
+        str(eedi["dataset"]),
+        "--candidates",
+        str(eedi["candidates"]),
+        "--output_dir",
+        str(out),
+        "--model_name_or_path",
+        "builtin:all-MiniLM-L6-v2",  # the recipe starts from a trained retriever; the packaged model stands in
+        "--max_steps",
+        "3",
+        "--per_device_train_batch_size",
+        "8",
+        "--num_negatives",
+        "3",
+        "--logging_steps",
+        "1",
+    )
+    return out

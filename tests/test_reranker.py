@@ -44,10 +44,8 @@ from misconceptions.rerank import (
 )
 
 from .conftest import REPO, run_script
-from .test_eedi_data import write_small_eedi
 
 
-POINTWISE = REPO / "recipes" / "eedi" / "reranker-minilm-cpu.yaml"
 LISTWISE = REPO / "recipes" / "eedi" / "reranker-smollm2-cpu.yaml"
 
 
@@ -56,38 +54,6 @@ def smollm2():
     path = resolve_model_path("builtin:SmolLM2-135M-Instruct")
     tokenizer = AutoTokenizer.from_pretrained(path)
     return path, tokenizer
-
-
-@pytest.fixture(scope="module")
-def eedi(tmp_path_factory):
-    """16 real questions (2 folds), a 96-misconception mapping, and zero-shot MiniLM candidates for every row."""
-    folder = tmp_path_factory.mktemp("rerank")
-    train_csv, mapping_csv = write_small_eedi(folder / "csv")
-    run_script(
-        "data_builders/build_eedi.py",
-        "--train_csv",
-        str(train_csv),
-        "--misconceptions_csv",
-        str(mapping_csv),
-        "--output_dir",
-        str(folder / "eedi"),
-    )
-    run_script(
-        "scripts/retrieve.py",
-        "--model",
-        resolve_model_path("builtin:all-MiniLM-L6-v2"),
-        "--input_csv",
-        str(train_csv),
-        "--misconceptions_csv",
-        str(mapping_csv),
-        "--output_csv",
-        str(folder / "retrieved.csv"),
-        "--candidates_out",
-        str(folder / "candidates"),
-        "--candidates_k",
-        "30",
-    )
-    return {"dataset": folder / "eedi", "candidates": folder / "candidates", "csv": train_csv, "mapping": mapping_csv}
 
 
 def _frame(n_rows: int, n_candidates: int, gold_at: int = 0) -> tuple[pd.DataFrame, dict[int, str]]:
@@ -280,33 +246,6 @@ def test_missing_column_and_path_fail(tmp_path):
 
 
 # --- scripts end to end ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def pointwise_run(eedi, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "pointwise"
-    run_script(
-        "scripts/train_reranker.py",
-        "--config",
-        str(POINTWISE),
-        "--dataset_name",
-        str(eedi["dataset"]),
-        "--candidates",
-        str(eedi["candidates"]),
-        "--output_dir",
-        str(out),
-        "--model_name_or_path",
-        "builtin:all-MiniLM-L6-v2",  # the recipe starts from a trained retriever; the packaged model stands in
-        "--max_steps",
-        "3",
-        "--per_device_train_batch_size",
-        "8",
-        "--num_negatives",
-        "3",
-        "--logging_steps",
-        "1",
-    )
-    return out
-
-
 def test_pointwise_trains_and_reranks_the_held_out_fold(pointwise_run, eedi, tmp_path):
     out = pointwise_run
     for name in ("model.safetensors", "README.md", RERANKER_META, "eval_results.json", "eval_predictions.csv"):

@@ -28,6 +28,7 @@ _EXPORTS = {
     "EEDI_INSTRUCTION": "eedi",
     "EEDI_QUERY_PROMPT": "eedi",
     "InputError": "errors",
+    "OutputError": "errors",
     "LabelRanker": "classifier",
     "MAP_PROMPT_TEMPLATE": "data",
     "MisconceptionRetrievalEvaluator": "retrieval",

@@ -23,6 +23,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, load_dataset, load_from_d
 from sklearn.model_selection import train_test_split
 
 from .errors import InputError
+from .sources import hub_lookup_errors, is_hub_id, not_found, split_revision
 
 
 logger = logging.getLogger(__name__)
@@ -154,19 +155,23 @@ def build_map_dataset(
     return DatasetDict(splits)
 
 
-def load_dataset_any(name_or_path: str, **kwargs) -> DatasetDict:
-    """Load a dataset saved with `save_to_disk` (a local folder) or from the Hub by repo id, the same way."""
+def load_dataset_any(name_or_path: str, kind: str = "dataset", **kwargs) -> DatasetDict:
+    """Load a dataset saved with `save_to_disk` (a local folder) or from the Hub by repo id (`@REVISION` optional),
+    the same way; InputError in one line when it is neither (sources.not_found)."""
     if os.path.isdir(name_or_path):
         try:
             return load_from_disk(name_or_path)
         except FileNotFoundError as err:
-            raise InputError(f"{name_or_path}: not a dataset saved with save_to_disk ({err})") from None
-    if os.path.sep in name_or_path and not os.path.exists(name_or_path) and name_or_path.startswith((".", "/")):
-        raise InputError(f"{name_or_path}: dataset folder not found")
-    from .hub import split_revision
-
+            raise InputError(
+                f"{kind} '{name_or_path}' is a folder but not a dataset saved with save_to_disk ({err})"
+            ) from None
     repo_id, revision = split_revision(name_or_path)  # ORG/NAME@REVISION
-    return load_dataset(repo_id, revision=revision, **kwargs)
+    if not is_hub_id(repo_id):
+        raise not_found(kind, name_or_path)
+    try:
+        return load_dataset(repo_id, revision=revision, **kwargs)
+    except hub_lookup_errors() as err:
+        raise not_found(kind, name_or_path, err) from None
 
 
 def map_frame(split: Dataset) -> pd.DataFrame:

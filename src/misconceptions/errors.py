@@ -27,12 +27,18 @@ class InputError(ValueError):
     """Bad user input: a wrong path, a missing column, an unknown label. The message names the file, row or key."""
 
 
+class OutputError(RuntimeError):
+    """An output could not be written (no space, a read-only folder); the message names the path. Nothing
+    half-written is left there (io_utils.atomic_path)."""
+
+
 class HubPushError(RuntimeError):
     """A push to the Hub failed; the local output is complete and can be pushed again."""
 
 
 def cli_entry(main: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a script's entry point so that bad input prints one clear line and exits with status 2 (no traceback)."""
+    """Wrap a script's entry point: bad input prints one clear line and exits with status 2; a failed write or push
+    prints one line and exits with status 1 (no traceback)."""
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -41,7 +47,7 @@ def cli_entry(main: Callable[..., Any]) -> Callable[..., Any]:
         except (InputError, FileNotFoundError) as err:
             print(f"error: {err}", file=sys.stderr)  # noqa: T201
             sys.exit(2)
-        except HubPushError as err:
+        except (HubPushError, OutputError) as err:
             print(f"error: {err}", file=sys.stderr)  # noqa: T201
             sys.exit(1)
 

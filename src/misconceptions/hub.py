@@ -33,7 +33,8 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
-from .errors import HubPushError, InputError
+from .errors import HubPushError
+from .sources import hub_lookup_errors, is_hub_id, not_found, split_revision
 
 
 logger = logging.getLogger(__name__)
@@ -51,23 +52,6 @@ COMPETITION_LICENSE_NOTE = (
     "The rows come from a Kaggle competition's data, released under the competition's rules: check them before "
     "sharing. This is why pushes are private by default."
 )
-
-
-def split_revision(name: str) -> tuple[str, str | None]:
-    """`ORG/NAME@REV` -> (`ORG/NAME`, `REV`); a name without `@` (or a local path) -> (name, None)."""
-    if "@" in name and not os.path.exists(name):
-        repo_id, revision = name.rsplit("@", 1)
-        return repo_id, revision or None
-    return name, None
-
-
-def is_hub_id(name: str) -> bool:
-    """True for `NAME` or `ORG/NAME` that is not a local path (the Hub's repo id shape)."""
-    return (
-        not os.path.exists(name)
-        and not name.startswith((".", "/", "~", "builtin:"))
-        and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is not None
-    )
 
 
 def hub_base_model(name: str | None) -> str | None:
@@ -361,10 +345,10 @@ def push_model_folder(output_dir: str | os.PathLike, training_args, commit_messa
     )
 
 
-def resolve_model_dir(name_or_path: str) -> str:
-    """A local folder as is; otherwise a Hub model id (`@REVISION` optional), downloaded or taken from the cache."""
+def resolve_model_dir(name_or_path: str, kind: str = "model") -> str:
+    """A local folder as is; otherwise a Hub model id (`@REVISION` optional), downloaded or taken from the cache.
+    InputError in one line when it is neither (sources.not_found)."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     if os.path.isdir(name_or_path):
         return name_or_path
@@ -374,13 +358,11 @@ def resolve_model_dir(name_or_path: str) -> str:
         return resolve_model_path(name_or_path)
     repo_id, revision = split_revision(name_or_path)
     if not is_hub_id(repo_id):
-        raise InputError(f"{name_or_path}: model folder not found")
+        raise not_found(kind, name_or_path)
     try:
         return snapshot_download(repo_id=repo_id, revision=revision)
-    except (HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError) as err:
-        raise InputError(
-            f"{name_or_path}: not a local folder, and not a Hub model that could be downloaded ({type(err).__name__})"
-        ) from None
+    except hub_lookup_errors() as err:
+        raise not_found(kind, name_or_path, err) from None
 
 
 def add_push_arguments(parser, default_repo: str) -> None:
@@ -397,12 +379,9 @@ def add_push_arguments(parser, default_repo: str) -> None:
     )
 
 
-def save_and_push_dataset_card(
-    configs: dict[str, DatasetDict], output_dir: str | os.PathLike, args, **card_kwargs: Any
-) -> None:
-    """Write the dataset card as <output_dir>/README.md and, with --push_to_hub, push the dataset with it."""
-    card = dataset_card(configs, **card_kwargs)
-    card.save(str(Path(output_dir) / "README.md"))
+def push_built_dataset(configs: dict[str, DatasetDict], card, output_dir: str | os.PathLike, args) -> None:
+    """With --push_to_hub, push a builder's dataset with its card (already saved as <output_dir>/README.md, inside
+    the atomic write, so a killed build never leaves a dataset without its card or a half-written one)."""
     if args.push_to_hub:
         url = push_dataset(
             configs, args.push_to_hub, card, private=not args.public, revision=args.revision, local_copy=output_dir

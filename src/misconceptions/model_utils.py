@@ -28,6 +28,7 @@ from filelock import FileLock
 
 from .errors import InputError
 from .io_utils import atomic_path
+from .sources import hub_lookup_errors, is_hub_id, not_found, split_revision
 
 
 logger = logging.getLogger(__name__)
@@ -67,9 +68,33 @@ def _convert_smollm2(target: Path) -> None:
         tokenizer.save_pretrained(tmp)
 
 
+def check_model_source(name_or_path: str, kind: str = "model") -> None:
+    """InputError unless `name_or_path` is a local folder or a Hub model reachable now (or in the cache): the Hub is
+    asked for its config.json, which from_pretrained reads first anyway."""
+    if os.path.isdir(name_or_path):
+        return
+    repo_id, revision = split_revision(name_or_path)
+    if not is_hub_id(repo_id):
+        raise not_found(kind, name_or_path)
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    try:
+        hf_hub_download(repo_id, "config.json", revision=revision)
+    except LocalEntryNotFoundError as err:  # offline or unreachable, and not cached
+        raise not_found(kind, name_or_path, err) from None
+    except EntryNotFoundError:  # the repository exists without a config.json (a GGUF-only repo, say)
+        return
+    except hub_lookup_errors() as err:
+        raise not_found(kind, name_or_path, err) from None
+
+
 def resolve_model_path(name_or_path: str) -> str:
-    """Map a `builtin:NAME` to a local folder; return any other Hub id or path unchanged."""
+    """Map a `builtin:NAME` to a local folder; return a local folder or a Hub id unchanged (from_pretrained then
+    reads it). A name that is neither a folder here nor a Hub model (offline, not found) is an InputError in one
+    line, before any loading starts."""
     if not name_or_path.startswith(BUILTIN_PREFIX):
+        check_model_source(name_or_path)
         return name_or_path
     name = name_or_path[len(BUILTIN_PREFIX) :]
     if name not in BUILTIN_MODELS:

@@ -374,12 +374,7 @@ def load_candidates(path: str, required: tuple[str, ...] = ("QuestionId_Answer",
     """Candidates saved by retrieve.py --candidates_out (a folder or a Hub dataset), with the `required` columns."""
     from .data import load_dataset_any
 
-    try:
-        candidates = load_dataset_any(path)
-    except (ConnectionError, FileNotFoundError) as err:  # offline or a wrong Hub id: one clear line
-        raise InputError(
-            f"{path}: candidates not found, neither a local folder nor a reachable Hub dataset ({err})"
-        ) from None
+    candidates = load_dataset_any(path, kind="candidates")  # one line when neither a folder nor on the Hub
     if hasattr(candidates, "keys"):  # a DatasetDict: the candidates are its only (or "train") split
         candidates = candidates["train"] if "train" in candidates else next(iter(candidates.values()))
     frame = candidates.to_pandas()
