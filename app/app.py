@@ -17,112 +17,162 @@ Two tabs. MAP: a question (from the model's list, or your own), the student's ch
 the most likely `Category:Misconception` labels with their probabilities. Eedi: a question, its correct answer
 and the student's wrong answer -> the nearest of the 2,587 written misconceptions.
 
-Models are local folders, Hub ids or `builtin:all-MiniLM-L6-v2` (zero-shot retrieval). Defaults come from the
-environment (for a Hugging Face Space) or the demo models that `make demo` trains:
-  MISCONCEPTIONS_MAP_MODEL     (default data/demo/map-minilm-cpu)
-  MISCONCEPTIONS_EEDI_MODEL    (default data/demo/eedi-minilm-cpu)
-  MISCONCEPTIONS_MAPPING_CSV   (default $MISCONCEPTIONS_DATA/eedi/misconception_mapping.csv, i.e. ../shared/data)
-  MISCONCEPTIONS_BACKEND       (default auto: ONNX Runtime on a CPU, int8 for the classifier; torch on a GPU)
+Safe to deploy as a public Space: the page never takes a server path or a model id. You, the operator, fix the models
+and the misconception list here (flags, or environment variables on a Space); they are all loaded at start, and the
+page shows their names, tasks and metrics. A model is SOURCE (a local folder, a Hub id or builtin:all-MiniLM-L6-v2,
+shown by its folder name or id) or LABEL=SOURCE. With --allow_model_choice, give several (repeat the flag, or
+comma-separate in the variable) and visitors pick one from a list.
+  MISCONCEPTIONS_MAP_MODEL      (default data/demo/map-minilm-cpu)
+  MISCONCEPTIONS_EEDI_MODEL     (default data/demo/eedi-minilm-cpu)
+  MISCONCEPTIONS_MAPPING_CSV    (default $MISCONCEPTIONS_DATA/eedi/misconception_mapping.csv, i.e. ../shared/data)
+  MISCONCEPTIONS_BACKEND        (default auto: ONNX Runtime on a CPU, int8 for the classifier; torch on a GPU)
+  MISCONCEPTIONS_ALLOW_MODEL_CHOICE, MISCONCEPTIONS_CONCURRENCY, MISCONCEPTIONS_MAX_QUEUE, MISCONCEPTIONS_REQUEST_TIMEOUT
+
+Under load: at most --concurrency_limit requests compute at once, --max_queue more wait, and further ones get
+Gradio's "busy, please try again" message; a request running past --request_timeout seconds is answered with a
+time-out message. The API (gradio_client: /predict_map, /predict_eedi) has the same limits and validation.
 """
 
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from starlette.middleware import Middleware
 
+from misconceptions import InputError
 from misconceptions import app as logic
 from misconceptions.onnx_backend import BACKENDS
 
 
 ROOT = Path(__file__).resolve().parents[1]
+PRIVATE = {"api_visibility": "private"}  # page plumbing, not part of the public API
+MAX_BODY_BYTES = 2 * 1024 * 1024  # a request body larger than this is refused (413) before it is read
 
 
-def map_load(model: str):
-    """Read the MAP model's question list (and load its weights) for the dropdown; a message when that fails."""
-    choices, message = logic.page_call(logic.map_question_choices, model, what="loading the MAP model")
-    if choices is None:
-        return gr.Dropdown(
-            choices=[("Type my own question", logic.CUSTOM_QUESTION)], value=logic.CUSTOM_QUESTION
-        ), message
-    status = f"MAP model `{model.strip()}`: {len(choices) - 1} known questions. Pick one or type your own."
-    return gr.Dropdown(choices=choices, value=logic.CUSTOM_QUESTION), status
+class BodySizeLimit:
+    """ASGI middleware: refuse request bodies over `max_bytes` (by Content-Length, or as they stream in), so one
+    request cannot make the server hold an unbounded upload in memory. The form's own limits are far smaller."""
+
+    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._refuse(send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise ValueError("request body too large")
+            return message
+
+        return await self.app(scope, limited_receive, send)
+
+    async def _refuse(self, send) -> None:
+        body = b"Request body too large."
+        headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
-def map_question_changed(model: str, question_id: str):
-    details, message = logic.page_call(logic.map_question_details, model, question_id, what="reading the question")
-    if details is None:
-        return gr.Textbox(), message
-    text, note = details
-    return (gr.Textbox(value=text) if text else gr.Textbox()), note
+def build_demo(models: logic.ServedModels) -> gr.Blocks:
+    """The page: a MAP tab and an Eedi tab, each with the operator's model(s), a form, a status line, the text the
+    model read and the results table."""
+    settings = models.settings
+    timeout = settings.request_timeout
+    map_labels, eedi_labels = list(models.map_models), list(models.eedi_models)
 
+    def map_model_changed(label):
+        choices, message = logic.page_call(logic.map_question_choices, models, label, what="reading the model")
+        if choices is None:
+            return gr.Dropdown(choices=[("Type my own question", logic.CUSTOM_QUESTION)]), message
+        note, _ = logic.page_call(logic.ServedModels.model_note, models, "map", label)
+        return gr.Dropdown(choices=choices, value=logic.CUSTOM_QUESTION), note
 
-def map_submit(model, question_id, question_text, answer, explanation, top_k):
-    table, message = logic.page_call(
-        logic.predict_map, model, question_id, question_text, answer, explanation, top_k, what="the MAP prediction"
-    )
-    if table is None:
-        return pd.DataFrame(columns=logic.MAP_COLUMNS), message
-    return table, f"The {len(table)} most likely labels for this answer, best first."
+    def map_question_changed(label, question_id):
+        details, message = logic.page_call(
+            logic.map_question_details, models, label, question_id, what="reading the question"
+        )
+        if details is None:
+            return gr.Textbox(), message
+        text, note = details
+        return (gr.Textbox(value=text) if text else gr.Textbox()), note
 
+    def predict_map(label, question_id, question_text, answer, explanation, top_k):
+        result, message = logic.page_call(
+            logic.predict_map,
+            models,
+            label,
+            question_id,
+            question_text,
+            answer,
+            explanation,
+            top_k,
+            what="the MAP prediction",
+            timeout=timeout,
+            workers=settings.concurrency_limit,
+        )
+        if result is None:
+            return pd.DataFrame(columns=logic.MAP_COLUMNS), "", message
+        table, model_input = result
+        return table, model_input, f"The {len(table)} most likely labels for this answer, best first."
 
-def eedi_load(model: str, misconceptions_csv: str):
-    def load():
-        names = logic.load_misconceptions(misconceptions_csv)
-        logic.load_eedi_retriever(model)
-        return len(names)
+    def eedi_model_changed(label):
+        note, message = logic.page_call(logic.ServedModels.model_note, models, "eedi", label)
+        return message if note is None else note
 
-    count, message = logic.page_call(load, what="loading the Eedi model")
-    return message if count is None else f"Eedi model `{model.strip()}` ready, with {count:,} misconceptions."
+    def predict_eedi(label, question, correct, wrong, construct, subject, top_k):
+        result, message = logic.page_call(
+            logic.predict_eedi,
+            models,
+            label,
+            question,
+            correct,
+            wrong,
+            construct,
+            subject,
+            top_k,
+            what="the Eedi search",
+            timeout=timeout,
+            workers=settings.concurrency_limit,
+        )
+        if result is None:
+            return pd.DataFrame(columns=logic.EEDI_COLUMNS), "", message
+        table, query = result
+        return table, query, f"The {len(table)} misconceptions closest to this wrong answer, best first."
 
-
-def eedi_check(model: str, misconceptions_csv: str) -> str:
-    note, message = logic.page_call(
-        logic.check_eedi_settings, model, misconceptions_csv, what="checking the Eedi model"
-    )
-    return message if note is None else note
-
-
-def eedi_submit(model, misconceptions_csv, question, correct, wrong, construct, subject, top_k):
-    table, message = logic.page_call(
-        logic.predict_eedi,
-        model,
-        misconceptions_csv,
-        question,
-        correct,
-        wrong,
-        construct,
-        subject,
-        top_k,
-        what="the Eedi search",
-    )
-    if table is None:
-        return pd.DataFrame(columns=logic.EEDI_COLUMNS), message
-    return table, f"The {len(table)} misconceptions closest to this wrong answer, best first."
-
-
-def build_demo(settings: logic.AppSettings) -> gr.Blocks:
-    """The page: a MAP tab and an Eedi tab, each with its model path, form, status line and results table."""
-    logic.set_backend(settings.backend)
-    logic.import_model_code()
     with gr.Blocks(title="Misconceptions: why did the student get it wrong?", analytics_enabled=False) as demo:
         gr.Markdown(
             "# Why did the student get it wrong?\n"
             "Enter a student's answer to see the misconceptions behind it, as the trained models see them."
         )
-        with gr.Tab("MAP: explain a student's answer", id="map"):
-            with gr.Row():
-                map_model = gr.Textbox(settings.map_model, label="MAP model (folder or Hub id)", elem_id="map-model")
-                map_load_btn = gr.Button("Load model", elem_id="map-load", scale=0)
+        status_kwargs = {"latex_delimiters": [], "sanitize_html": True}
+        with gr.Tab("MAP: explain a student's answer", id="map", visible=bool(map_labels)):
+            map_model = gr.Dropdown(
+                choices=map_labels,
+                value=map_labels[0] if map_labels else None,
+                label="MAP model",
+                interactive=settings.allow_model_choice,
+                elem_id="map-model",
+            )
+            map_model_note = gr.Markdown(elem_id="map-model-note", **status_kwargs)
             question = gr.Dropdown(
                 choices=[("Type my own question", logic.CUSTOM_QUESTION)],
                 value=logic.CUSTOM_QUESTION,
                 label="Question",
                 elem_id="map-question",
             )
-            question_note = gr.Markdown(elem_id="map-question-note")
+            question_note = gr.Markdown(elem_id="map-question-note", **status_kwargs)
             question_text = gr.Textbox(label="Question text", lines=2, elem_id="map-question-text")
             answer = gr.Textbox(label="The student's chosen answer", elem_id="map-answer")
             explanation = gr.Textbox(
@@ -130,24 +180,26 @@ def build_demo(settings: logic.AppSettings) -> gr.Blocks:
             )
             map_k = gr.Slider(1, logic.MAP_MAX_K, logic.MAP_TOP_K, step=1, label="Labels to show", elem_id="map-top-k")
             map_btn = gr.Button("Submit", variant="primary", elem_id="map-submit")
-            map_status = gr.Markdown(elem_id="map-status")
+            map_status = gr.Markdown(elem_id="map-status", **status_kwargs)
+            map_input = gr.Textbox(label="What the model read", interactive=False, lines=2, elem_id="map-input")
             map_table = gr.Dataframe(
                 headers=logic.MAP_COLUMNS,
+                datatype=["number", "str", "str", "number", "str"],
                 label="Most likely labels",
                 interactive=False,
                 wrap=True,
                 column_widths=["8%", "30%", "34%", "13%", "15%"],
                 elem_id="map-results",
             )
-        with gr.Tab("Eedi: diagnose a wrong answer", id="eedi"):
-            with gr.Row():
-                eedi_model = gr.Textbox(
-                    settings.eedi_model, label="Eedi retriever (folder or Hub id)", elem_id="eedi-model"
-                )
-                eedi_csv = gr.Textbox(
-                    settings.misconceptions_csv, label="misconception_mapping.csv", elem_id="eedi-csv"
-                )
-                eedi_load_btn = gr.Button("Load model", elem_id="eedi-load", scale=0)
+        with gr.Tab("Eedi: diagnose a wrong answer", id="eedi", visible=bool(eedi_labels)):
+            eedi_model = gr.Dropdown(
+                choices=eedi_labels,
+                value=eedi_labels[0] if eedi_labels else None,
+                label="Eedi retriever",
+                interactive=settings.allow_model_choice,
+                elem_id="eedi-model",
+            )
+            eedi_model_note = gr.Markdown(elem_id="eedi-model-note", **status_kwargs)
             eedi_question = gr.Textbox(label="Question", lines=2, elem_id="eedi-question")
             with gr.Row():
                 correct = gr.Textbox(label="Correct answer", elem_id="eedi-correct")
@@ -159,9 +211,11 @@ def build_demo(settings: logic.AppSettings) -> gr.Blocks:
                 1, logic.EEDI_MAX_K, logic.EEDI_TOP_K, step=1, label="Misconceptions to show", elem_id="eedi-top-k"
             )
             eedi_btn = gr.Button("Submit", variant="primary", elem_id="eedi-submit")
-            eedi_status = gr.Markdown(elem_id="eedi-status")
+            eedi_status = gr.Markdown(elem_id="eedi-status", **status_kwargs)
+            eedi_input = gr.Textbox(label="What the model read", interactive=False, lines=2, elem_id="eedi-input")
             eedi_table = gr.Dataframe(
                 headers=logic.EEDI_COLUMNS,
+                datatype=["number", "number", "str", "number"],
                 label="Closest misconceptions",
                 interactive=False,
                 wrap=True,
@@ -169,56 +223,97 @@ def build_demo(settings: logic.AppSettings) -> gr.Blocks:
                 elem_id="eedi-results",
             )
 
-        demo.load(map_load, [map_model], [question, map_status], show_progress_on=[question])
-        map_load_btn.click(map_load, [map_model], [question, map_status], show_progress_on=[question])
-        question.change(map_question_changed, [map_model, question], [question_text, question_note])
-        map_inputs = [map_model, question, question_text, answer, explanation, map_k]
-        map_btn.click(map_submit, map_inputs, [map_table, map_status], show_progress_on=[map_table])
-        explanation.submit(map_submit, map_inputs, [map_table, map_status], show_progress_on=[map_table])
-        demo.load(eedi_check, [eedi_model, eedi_csv], [eedi_status], show_progress="hidden")
-        eedi_load_btn.click(eedi_load, [eedi_model, eedi_csv], [eedi_status], show_progress="minimal")
-        eedi_inputs = [eedi_model, eedi_csv, eedi_question, correct, wrong, construct, subject, eedi_k]
-        eedi_btn.click(eedi_submit, eedi_inputs, [eedi_table, eedi_status], show_progress_on=[eedi_table])
+        # Page plumbing (private); the two predictions are the public API, with the same validation and limits.
+        if map_labels:
+            demo.load(map_model_changed, [map_model], [question, map_model_note], **PRIVATE)
+            map_model.change(map_model_changed, [map_model], [question, map_model_note], **PRIVATE)
+            question.change(map_question_changed, [map_model, question], [question_text, question_note], **PRIVATE)
+            map_inputs = [map_model, question, question_text, answer, explanation, map_k]
+            map_outputs = [map_table, map_input, map_status]
+            limits = {"concurrency_id": "predict", "show_progress_on": [map_table]}
+            map_btn.click(predict_map, map_inputs, map_outputs, api_name="predict_map", **limits)
+            explanation.submit(predict_map, map_inputs, map_outputs, **limits, **PRIVATE)
+        if eedi_labels:
+            demo.load(eedi_model_changed, [eedi_model], [eedi_model_note], **PRIVATE)
+            eedi_model.change(eedi_model_changed, [eedi_model], [eedi_model_note], **PRIVATE)
+            eedi_inputs = [eedi_model, eedi_question, correct, wrong, construct, subject, eedi_k]
+            eedi_outputs = [eedi_table, eedi_input, eedi_status]
+            limits = {"concurrency_id": "predict", "show_progress_on": [eedi_table]}
+            eedi_btn.click(predict_eedi, eedi_inputs, eedi_outputs, api_name="predict_eedi", **limits)
+    # One queue for everything: `concurrency_limit` requests at once, `max_queue` waiting, the rest told to retry.
+    demo.queue(default_concurrency_limit=settings.concurrency_limit, max_size=settings.max_queue)
     return demo
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    defaults = logic.default_settings(ROOT)
+    env = os.environ
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--map_model", default=defaults.map_model, help=f"MAP classifier (default {defaults.map_model})"
+        "--map_model",
+        action="append",
+        help="MAP classifier, SOURCE or LABEL=SOURCE; repeat with --allow_model_choice "
+        "(default $MISCONCEPTIONS_MAP_MODEL or data/demo/map-minilm-cpu)",
     )
     parser.add_argument(
-        "--eedi_model", default=defaults.eedi_model, help=f"Eedi retriever (default {defaults.eedi_model})"
+        "--eedi_model",
+        action="append",
+        help="Eedi retriever, SOURCE or LABEL=SOURCE; repeat with --allow_model_choice "
+        "(default $MISCONCEPTIONS_EEDI_MODEL or data/demo/eedi-minilm-cpu)",
     )
+    parser.add_argument("--misconceptions_csv", help="the 2,587 misconception names (default: see above)")
+    parser.add_argument("--backend", choices=BACKENDS, help="inference backend (default auto)")
     parser.add_argument(
-        "--misconceptions_csv",
-        default=defaults.misconceptions_csv,
-        help=f"the 2,587 misconception names (default {defaults.misconceptions_csv})",
+        "--allow_model_choice",
+        action="store_true",
+        default=None,
+        help="let visitors pick among the models you list (a dropdown; never free text)",
     )
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default=defaults.backend,
-        help=f"inference backend (default {defaults.backend}; auto: ONNX Runtime on a CPU, torch on a GPU)",
-    )
+    parser.add_argument("--concurrency_limit", type=int, help="requests computed at once (default 2)")
+    parser.add_argument("--max_queue", type=int, help="requests waiting before the busy message (default 32)")
+    parser.add_argument("--request_timeout", type=float, help="seconds one request may take (default 30)")
     parser.add_argument(
         "--host",
-        default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        default=env.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         help="address to serve on (default $GRADIO_SERVER_NAME or 127.0.0.1; 0.0.0.0 for every interface)",
     )
     parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), help="port (default 7860)"
+        "--port", type=int, default=int(env.get("GRADIO_SERVER_PORT", "7860")), help="port (default 7860)"
     )
     return parser.parse_args(argv)
+
+
+def settings_from_args(args: argparse.Namespace) -> logic.AppSettings:
+    """Flags over environment variables over the demo defaults."""
+    settings = logic.default_settings(ROOT)
+    if args.map_model:
+        settings.map_models = logic.parse_model_specs(args.map_model, "--map_model")
+    if args.eedi_model:
+        settings.eedi_models = logic.parse_model_specs(args.eedi_model, "--eedi_model")
+    for name in ("misconceptions_csv", "backend", "allow_model_choice", "concurrency_limit", "max_queue"):
+        if getattr(args, name) is not None:
+            setattr(settings, name, getattr(args, name))
+    if args.request_timeout is not None:
+        settings.request_timeout = args.request_timeout
+    settings.__post_init__()  # check the combination again after the flags
+    return settings
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(name)s - %(message)s")
-    settings = logic.AppSettings(args.map_model, args.eedi_model, args.misconceptions_csv, args.backend)
+    try:
+        models = logic.ServedModels.load(settings_from_args(args))
+    except InputError as err:  # the operator's console: one line, then exit
+        print(f"error: {err}", file=sys.stderr)  # noqa: T201
+        sys.exit(2)
     # show_error stays off: failures reach the page as the short status messages built in misconceptions.app.
-    build_demo(settings).launch(server_name=args.host, server_port=args.port, show_error=False, ssr_mode=False)
+    build_demo(models).launch(
+        server_name=args.host,
+        server_port=args.port,
+        show_error=False,
+        ssr_mode=False,
+        app_kwargs={"middleware": [Middleware(BodySizeLimit)]},
+    )
 
 
 if __name__ == "__main__":

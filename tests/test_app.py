@@ -11,16 +11,21 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The teacher-facing app: its logic (validation, predictions equal to the package's), then the real page in a
-headless Chromium driven by Playwright, on a tiny trained MiniLM classifier and the zero-shot packaged retriever."""
+"""The teacher-facing app: its logic (operator settings, validation, predictions equal to the package's), then one
+real server: its API through gradio_client under hostile input (server paths, Hub ids, 1 MB, markup; a canary
+environment variable must never come back), and the page in a headless Chromium driven by Playwright, on a tiny
+trained MiniLM classifier and the zero-shot packaged retriever."""
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -31,7 +36,6 @@ from misconceptions import app as logic
 from misconceptions.classifier import load_classifier, rank_dataframe
 from misconceptions.eedi import pivot_wrong_answers, read_misconceptions_csv, read_questions_csv, write_wide_csv
 from misconceptions.model_utils import resolve_model_path
-from misconceptions.onnx_backend import resolve_backend
 from misconceptions.retrieval import retrieve_candidates
 
 from .conftest import DATA, REPO
@@ -51,6 +55,17 @@ MAPPING_CSV = DATA / "eedi" / "misconception_mapping.csv"
 EEDI_TRAIN = DATA / "eedi" / "train.csv"
 ZERO_SHOT = "builtin:all-MiniLM-L6-v2"
 HUGE = "I think the answer is right because " * 3000  # about 110 KB
+MARKUP = [
+    "<img src=x onerror=alert(1)>",
+    "[x](javascript:alert(1))",
+    "<script>alert(1)</script>",
+    "**bold** $$x^2$$ `code` <b>b</b>",
+]
+# Things a visitor might type to reach the server: paths, a file URL, a Hub id, 1 MB of text.
+HOSTILE = ["/proc/self/environ", "/etc/passwd", "../../../../etc/passwd", "file:///proc/self/environ"]
+HOSTILE += ["sentence-transformers/all-mpnet-base-v2", "A" * 1_000_000, *MARKUP]
+CANARY = f"canary-{uuid.uuid4().hex}"
+MAP_LABEL = "map-tiny"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -73,6 +88,32 @@ def map_model(minilm_classifier) -> Path:
 
 
 @pytest.fixture(scope="module")
+def mapping_csv(tmp_path_factory) -> Path:
+    """The real misconception list plus names that are markup: model data the page must show as text."""
+    if not (EEDI_TRAIN.is_file() and MAPPING_CSV.is_file()):
+        pytest.skip(f"{EEDI_TRAIN} or {MAPPING_CSV} not found (set MISCONCEPTIONS_DATA)")
+    mapping = pd.read_csv(MAPPING_CSV)
+    extra = pd.DataFrame({"MisconceptionId": range(90_000, 90_000 + len(MARKUP)), "MisconceptionName": MARKUP})
+    path = tmp_path_factory.mktemp("mapping") / "misconception_mapping.csv"
+    pd.concat([mapping, extra]).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def settings(map_model, mapping_csv) -> logic.AppSettings:
+    return logic.AppSettings(
+        logic.parse_model_specs(f"{MAP_LABEL}={map_model}", "test"),
+        logic.parse_model_specs(ZERO_SHOT, "test"),
+        str(mapping_csv),
+    )
+
+
+@pytest.fixture(scope="module")
+def served(settings) -> logic.ServedModels:
+    return logic.ServedModels.load(settings)
+
+
+@pytest.fixture(scope="module")
 def map_row(small_map_dataset) -> dict:
     """A real held-out MAP row, preferably one labelled with a misconception."""
     val = pd.read_csv(small_map_dataset / "validation.csv", dtype=str, keep_default_na=False)
@@ -81,11 +122,9 @@ def map_row(small_map_dataset) -> dict:
 
 
 @pytest.fixture(scope="module")
-def eedi_case(tmp_path_factory) -> dict:
+def eedi_case(tmp_path_factory, mapping_csv) -> dict:
     """A real labelled Eedi wrong answer and the package's own top-10 for it (retrieve_candidates on its CSV)."""
-    if not (EEDI_TRAIN.is_file() and MAPPING_CSV.is_file()):
-        pytest.skip(f"{EEDI_TRAIN} or {MAPPING_CSV} not found (set MISCONCEPTIONS_DATA)")
-    misconceptions = read_misconceptions_csv(MAPPING_CSV)
+    misconceptions = read_misconceptions_csv(mapping_csv)
     questions = read_questions_csv(EEDI_TRAIN, set(misconceptions["MisconceptionId"]))
     rows = pivot_wrong_answers(questions, misconceptions)
     fields = ["QuestionText", "CorrectAnswerText", "AnswerText", "ConstructName", "SubjectName"]
@@ -97,8 +136,8 @@ def eedi_case(tmp_path_factory) -> dict:
     # The app encodes one wrong answer at a time. int8 quantizes activations with one scale per batch, so the
     # expected ranking encodes each query alone too (batch 1), against the misconception embeddings the first call
     # caches at the default batch size, the ones the app reads from the same cache.
-    retrieve_candidates(model_dir, str(csv), str(MAPPING_CSV), 10, backend="auto")
-    candidates, _, _ = retrieve_candidates(model_dir, str(csv), str(MAPPING_CSV), 10, batch_size=1, backend="auto")
+    retrieve_candidates(model_dir, str(csv), str(mapping_csv), 10, backend="auto")
+    candidates, _, _ = retrieve_candidates(model_dir, str(csv), str(mapping_csv), 10, batch_size=1, backend="auto")
     expected = candidates[candidates["QuestionId_Answer"] == row["QuestionId_Answer"]].iloc[0]
     return {
         "row": row[fields].to_dict(),
@@ -121,86 +160,121 @@ def expected_map(model: Path, question_id: str, question_text: str, answer: str,
     return rank_dataframe(classifier, pd.DataFrame([row]), top_k=3, return_scores=True)
 
 
-# ---------------------------------------------------------------- (a) the logic
+# ---------------------------------------------------------------- (a) operator settings and the logic
+
+
+def test_model_specs_show_labels_never_server_paths(tmp_path):
+    folder = tmp_path / "models" / "map-minilm-cpu"
+    folder.mkdir(parents=True)
+    assert logic.parse_model_spec(str(folder), "s") == logic.ModelSpec("map-minilm-cpu", str(folder))
+    assert logic.parse_model_spec("org/map-model@v2", "s").label == "org/map-model@v2"
+    assert logic.parse_model_spec(ZERO_SHOT, "s").label == ZERO_SHOT
+    assert logic.parse_model_spec(f"Best model={folder}", "s") == logic.ModelSpec("Best model", str(folder))
+    assert logic.parse_model_spec("./data/demo/run/", "s").label == "run"
+    with pytest.raises(InputError, match="label '<b>' must be"):
+        logic.parse_model_spec(f"<b>={folder}", "s")
+    with pytest.raises(InputError, match="given twice"):
+        logic.parse_model_specs([f"a={folder}", f"a={tmp_path}"], "--map_model")
+    two = logic.parse_model_specs(f"a={folder},b={tmp_path}", "MISCONCEPTIONS_MAP_MODEL")
+    with pytest.raises(InputError, match="2 MAP models given.*--allow_model_choice"):
+        logic.AppSettings(two, [], "")
+    assert len(logic.AppSettings(two, [], "", allow_model_choice=True).map_models) == 2
+
+
+def test_environment_settings(monkeypatch, tmp_path):
+    for name in ("MISCONCEPTIONS_MAP_MODEL", "MISCONCEPTIONS_EEDI_MODEL", "MISCONCEPTIONS_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    settings = logic.default_settings(tmp_path / "repo")
+    assert settings.map_models == [logic.ModelSpec("map-minilm-cpu", str(tmp_path / "repo/data/demo/map-minilm-cpu"))]
+    assert settings.backend == "auto" and not settings.allow_model_choice and settings.max_queue == 32
+    monkeypatch.setenv("MISCONCEPTIONS_MAP_MODEL", "Small=org/map-small,Large=org/map-large")
+    monkeypatch.setenv("MISCONCEPTIONS_ALLOW_MODEL_CHOICE", "1")
+    monkeypatch.setenv("MISCONCEPTIONS_REQUEST_TIMEOUT", "5")
+    settings = logic.default_settings(tmp_path)
+    assert [m.label for m in settings.map_models] == ["Small", "Large"] and settings.request_timeout == 5
+
+
+def test_startup_fails_in_one_line_on_models_that_cannot_be_had(tmp_path, mapping_csv, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing = tmp_path / "data" / "demo" / "map-minilm-cpu"
+    with pytest.raises(InputError, match=f"MAP model '{missing}' not found: {missing} does not exist"):
+        logic.ServedModels.load(logic.AppSettings([logic.ModelSpec("m", str(missing))], [], str(mapping_csv)))
+    missing.mkdir(parents=True)  # `make demo` still training: the folder exists, the model not yet
+    with pytest.raises(InputError, match="has no misconceptions_classifier.json.*make demo"):
+        logic.ServedModels.load(logic.AppSettings([logic.ModelSpec("m", str(missing))], [], str(mapping_csv)))
+    with pytest.raises(InputError, match="'no-such-org/no-such-model' is neither a folder here.*offline"):
+        logic.ServedModels.load(
+            logic.AppSettings([], [logic.ModelSpec("e", "no-such-org/no-such-model")], str(mapping_csv))
+        )
+    with pytest.raises(InputError, match="misconception list .*none.csv does not exist"):
+        logic.ServedModels.load(logic.AppSettings([], [logic.ModelSpec("e", ZERO_SHOT)], str(tmp_path / "none.csv")))
+
+
+def test_the_page_names_the_models_with_their_task_and_metrics(served, map_model):
+    note = logic.ServedModels.model_note(served, "map", MAP_LABEL)
+    metrics = json.loads((map_model / "all_results.json").read_text())
+    assert note.startswith("**Model:** map\\-tiny (MAP classification\\: ")
+    assert f"validation MAP\\@3 {metrics['eval_map@3']:.4f}".replace(".", "\\.") in note
+    assert str(map_model) not in note
+    assert "2\\,591 misconceptions" in logic.ServedModels.model_note(served, "eedi", ZERO_SHOT)
 
 
 @pytest.mark.parametrize(
     ("explanation", "needle"),
     [("", "The student's explanation is empty"), ("   \n ", "The student's explanation is empty"), (HUGE, "too long")],
 )
-def test_map_validation_messages(explanation, needle):
+def test_map_validation_messages(served, explanation, needle):
     table, message = logic.page_call(
-        logic.predict_map, "/no/such/model", "custom", "What is 1/2 of 6?", "3", explanation
+        logic.predict_map, served, MAP_LABEL, "custom", "What is 1/2 of 6?", "3", explanation
     )
-    assert table is None and needle in message and "Traceback" not in message
+    assert table is None and logic.markdown_text(needle) in message and "Traceback" not in message
     if needle == "too long":
-        assert f"{len(HUGE.strip()):,} characters" in message and f"{logic.MAX_TEXT_CHARS:,}" in message
+        assert logic.markdown_text(f"{len(HUGE.strip()):,} characters") in message
 
 
-def test_map_custom_question_needs_its_text():
-    _, message = logic.page_call(logic.predict_map, "/no/such/model", "custom", "  ", "3", "half of six is 3")
+def test_unknown_models_questions_and_values_are_refused_without_echo(served):
+    for label in ("/etc/passwd", "org/other-model", None, 7):
+        _, message = logic.page_call(logic.predict_map, served, label, "custom", "What is 1/2 of 6?", "3", "half")
+        assert "not one this server offers" in message and "passwd" not in message
+    _, message = logic.page_call(logic.predict_map, served, MAP_LABEL, "/etc/passwd", "q", "3", "half")
+    assert "not one the MAP model was trained on" in message and "passwd" not in message
+    _, message = logic.page_call(logic.predict_map, served, MAP_LABEL, "custom", "  ", "3", "half of six is 3")
     assert "The question is empty" in message
+    for k in (0, 11, 2.5, "3; rm -rf /", True, None):
+        _, message = logic.page_call(logic.predict_map, served, MAP_LABEL, "custom", "q", "3", "half", k)
+        assert "whole number from 1 to 10" in message and "rm" not in message
+    _, message = logic.page_call(logic.predict_map, served, MAP_LABEL, "custom", ["q"], "3", "half")
+    assert "must be text" in message
 
 
-@pytest.mark.parametrize("name", ["/no/such/map-model", "./data/demo/not-trained-yet"])
-def test_missing_model_path_names_it_and_says_what_was_expected(name):
-    _, message = logic.page_call(logic.predict_map, name, "custom", "What is 1/2 of 6?", "3", "half of six is 3")
-    assert f"'{name}' does not exist" in message
-    assert "scripts/train_classifier.py" in message and "make demo" in message
-    _, message = logic.page_call(logic.map_question_choices, name)
-    assert name in message and "Expected" in message
-
-
-def test_missing_default_models_say_how_to_make_them(tmp_path, monkeypatch):
-    for name in ("MISCONCEPTIONS_MAP_MODEL", "MISCONCEPTIONS_EEDI_MODEL", "MISCONCEPTIONS_MAPPING_CSV"):
-        monkeypatch.delenv(name, raising=False)
-    settings = logic.default_settings(tmp_path / "repo")
-    assert settings.map_model == str(tmp_path / "repo" / "data" / "demo" / "map-minilm-cpu")
-    _, message = logic.page_call(logic.map_question_choices, settings.map_model)
-    assert settings.map_model in message and "make demo" in message
-    _, message = logic.page_call(logic.check_eedi_settings, settings.eedi_model, str(MAPPING_CSV))
-    assert settings.eedi_model in message and "make demo" in message
-    Path(settings.map_model).mkdir(parents=True)  # `make demo` still training: the folder exists, the model not yet
-    _, message = logic.page_call(logic.predict_map, settings.map_model, "custom", "What is 1/2 of 6?", "3", "half")
-    assert "misconceptions_classifier.json" in message and "still training" in message and "make demo" in message
-    monkeypatch.setenv("MISCONCEPTIONS_MAP_MODEL", "org/map-model")
-    assert logic.default_settings(tmp_path).map_model == "org/map-model"  # a Space sets Hub ids this way
-
-
-def test_backend_setting(map_model, monkeypatch):
-    monkeypatch.delenv("MISCONCEPTIONS_BACKEND", raising=False)
-    assert logic.default_settings().backend == "auto"
-    monkeypatch.setenv("MISCONCEPTIONS_BACKEND", "torch")
-    assert logic.default_settings().backend == "torch"
-    try:
-        for backend in ("torch", "onnx", "auto"):
-            logic.set_backend(backend)
-            assert logic.load_map_classifier(str(map_model)).backend == resolve_backend(backend)
-            retriever = logic.load_eedi_retriever(ZERO_SHOT)[0]
-            assert getattr(retriever, "backend", "torch") == resolve_backend(backend, task="retriever")
-        with pytest.raises(InputError, match="unknown inference backend 'cuda-graphs'"):
-            logic.set_backend("cuda-graphs")
-    finally:
-        logic.set_backend("auto")
-
-
-def test_unreachable_hub_id_is_a_clear_message():
-    _, message = logic.page_call(logic.map_question_choices, "no-such-org/no-such-model")
-    assert "'no-such-org/no-such-model'" in message and "could not be downloaded from the Hub" in message
-
-
-def test_eedi_validation_messages(tmp_path):
-    args = ("/no/such/eedi", str(MAPPING_CSV), "What is 2 + 3 x 4?", " 14 ")
+def test_eedi_validation_messages(served):
+    args = (served, ZERO_SHOT, "What is 2 + 3 x 4?", " 14 ")
     _, message = logic.page_call(logic.predict_eedi, *args, "14")
     assert "same as the correct answer" in message
     _, message = logic.page_call(logic.predict_eedi, *args, "")
     assert "The wrong answer is empty" in message
     _, message = logic.page_call(logic.predict_eedi, *args, "20", "", "", 26)
     assert "from 1 to 25" in message
-    _, message = logic.page_call(logic.predict_eedi, *args, "20")
-    assert "'/no/such/eedi' does not exist" in message and "scripts/train_retriever.py" in message
-    _, message = logic.page_call(logic.predict_eedi, ZERO_SHOT, str(tmp_path / "none.csv"), *args[2:], "20")
-    assert "none.csv' does not exist" in message and "misconception_mapping.csv" in message
+    _, message = logic.page_call(logic.predict_eedi, served, "/no/such/eedi", *args[2:], "20")
+    assert "not one this server offers" in message and "/no/such" not in message
+
+
+def test_failures_and_time_outs_show_our_message_never_the_exception(caplog):
+    def leaky():
+        raise FileNotFoundError("/srv/secret/path/model.safetensors: root:x:0:0")
+
+    _, message = logic.page_call(leaky, what="the MAP prediction")
+    assert message.startswith("**Something went wrong during the MAP prediction.** Reference ")
+    assert "secret" not in message and "root" not in message and "FileNotFoundError" not in message
+    assert "secret/path" in caplog.text  # the operator's log has it
+    _, message = logic.page_call(time.sleep, 2, what="the Eedi search", timeout=0.2)
+    assert "**The Eedi search took too long** (over 0.2 s)" in message and logic.BUSY in message
+
+
+def test_markdown_text_escapes_every_markup():
+    for text in MARKUP:
+        escaped = logic.markdown_text(text)
+        assert all(f"\\{c}" in escaped for c in "<>[]()$`*" if c in text)
 
 
 def test_readable_misconception():
@@ -209,13 +283,14 @@ def test_readable_misconception():
     assert logic.readable_misconception("True_Correct:NA").startswith("None")
 
 
-def test_map_predictions_equal_rank_dataframe(map_model, small_map_dataset):
+def test_map_predictions_equal_rank_dataframe(served, map_model, small_map_dataset):
     val = pd.read_csv(small_map_dataset / "validation.csv", dtype=str, keep_default_na=False)
     meta_questions = set(load_classifier(str(map_model)).meta["questions"])
     for row in val.head(4).to_dict("records"):
         known = row["QuestionId"] in meta_questions
-        table = logic.predict_map(
-            str(map_model),
+        table, model_input = logic.predict_map(
+            served,
+            MAP_LABEL,
             row["QuestionId"] if known else "custom",
             row["QuestionText"],
             row["MC_Answer"],
@@ -231,20 +306,16 @@ def test_map_predictions_equal_rank_dataframe(map_model, small_map_dataset):
         assert table["Label"].tolist() == labels[0]
         assert table["Probability"].tolist() == pytest.approx(scores[0], abs=1e-4)
         assert table["Misconception"].tolist() == [logic.readable_misconception(label) for label in labels[0]]
-    # The scores leave the ranking unchanged.
-    assert (
-        rank_dataframe(load_classifier(str(map_model)), val.head(4))
-        == rank_dataframe(load_classifier(str(map_model)), val.head(4), return_scores=True)[0]
-    )
-    choices = logic.map_question_choices(str(map_model))
+        assert row["StudentExplanation"].strip() in model_input
+    choices = logic.map_question_choices(served, MAP_LABEL)
     assert {value for _, value in choices} == {"custom", *meta_questions}
 
 
-def test_eedi_predictions_equal_retrieve_candidates(eedi_case):
+def test_eedi_predictions_equal_retrieve_candidates(served, eedi_case):
     row = eedi_case["row"]
-    table = logic.predict_eedi(
+    table, query = logic.predict_eedi(
+        served,
         ZERO_SHOT,
-        str(MAPPING_CSV),
         row["QuestionText"],
         row["CorrectAnswerText"],
         row["AnswerText"],
@@ -253,9 +324,10 @@ def test_eedi_predictions_equal_retrieve_candidates(eedi_case):
     )
     assert table["MisconceptionId"].tolist() == eedi_case["ids"]
     assert table["Misconception"].tolist() == eedi_case["names"]
+    assert row["AnswerText"] in query
 
 
-# ---------------------------------------------------------------- (b) the page in a real browser
+# ---------------------------------------------------------------- (b) one real server: its API and its page
 
 
 def _free_port() -> int:
@@ -264,7 +336,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_until_serving(url: str, server: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+def _wait_until_serving(url: str, server: subprocess.Popen, log: Path, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -276,6 +348,91 @@ def _wait_until_serving(url: str, server: subprocess.Popen, log: Path, timeout: 
         except OSError:
             time.sleep(0.5)
     raise AssertionError(f"the app did not serve {url} within {timeout} s:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(map_model, mapping_csv, embedding_cache, tmp_path_factory):
+    """app/app.py on loopback, as an operator starts it, with a canary secret in its environment."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "MISCONCEPTIONS_CACHE": str(embedding_cache),
+        "MISCONCEPTIONS_TEST_CANARY": CANARY,
+    }
+    command = [sys.executable, "app/app.py", "--map_model", f"{MAP_LABEL}={map_model}", "--eedi_model", ZERO_SHOT]
+    command += ["--misconceptions_csv", str(mapping_csv), "--host", "127.0.0.1", "--port", str(port)]
+    with open(log, "w") as handle:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        _wait_until_serving(url, process, log)
+        yield {"url": url, "log": log, "secrets": [CANARY, str(map_model), str(mapping_csv), str(REPO)]}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _leaks(text: str, secrets: list[str]) -> list[str]:
+    return [s for s in [*secrets, "root:x:0:0", "HF_HUB_OFFLINE="] if s in text]
+
+
+def test_the_api_obeys_the_page_s_validation_and_reveals_nothing(server):
+    from gradio_client import Client
+
+    client = Client(server["url"], verbose=False)
+    api = client.view_api(print_info=False, return_format="dict")
+    assert set(api["named_endpoints"]) == {"/predict_map", "/predict_eedi"}  # the page's plumbing is private
+    good_map = [MAP_LABEL, "custom", "What is 1/2 of 6?", "3", "half of six is three", 3]
+    good_eedi = [ZERO_SHOT, "What is 2 + 3 x 4?", "14", "20", "", "", 10]
+    loads_before = server["log"].read_text().count("Loading the")
+    calls = 0
+    for endpoint, good in (("/predict_map", good_map), ("/predict_eedi", good_eedi)):
+        table, _, status = client.predict(*good, api_name=endpoint)
+        assert len(table["data"]) >= 3 and "best first" in status
+        for field in range(len(good)):
+            for payload in HOSTILE:
+                args = list(good)
+                args[field] = payload
+                try:
+                    result = client.predict(*args, api_name=endpoint)
+                    text = json.dumps(result)
+                except Exception as err:  # noqa: BLE001 (Gradio refused the value itself: a dropdown, a slider)
+                    text = str(err)
+                calls += 1
+                assert not _leaks(text, server["secrets"]), (endpoint, field, payload[:40], text[:500])
+                if payload.startswith("A" * 1000):  # refused: too long, not a choice, not a number; never served
+                    assert "best first" not in text and (
+                        "too long" in text or "not in the list" in text or field == len(good) - 1  # the slider
+                    )
+    assert calls == len(HOSTILE) * (len(good_map) + len(good_eedi))
+    # No request made the server load (or download) a model of its own choosing.
+    assert server["log"].read_text().count("Loading the") == loads_before
+    # Gradio's file routes do not serve server files either.
+    for path in ("/gradio_api/file=/proc/self/environ", "/gradio_api/file=/etc/passwd", "/file=/etc/passwd"):
+        try:
+            with urllib.request.urlopen(server["url"].rstrip("/") + path, timeout=10) as response:
+                body = response.read().decode(errors="replace")
+        except urllib.error.HTTPError as err:
+            body = err.read().decode(errors="replace")
+            assert err.code in (403, 404), (path, err.code)
+        assert not _leaks(body, server["secrets"]), path
+    with urllib.request.urlopen(server["url"].rstrip("/") + "/config", timeout=10) as response:
+        assert not _leaks(response.read().decode(), server["secrets"])
+    # A body over the server's limit (2 MiB) is refused before it is read.
+    big = urllib.request.Request(
+        server["url"] + "gradio_api/queue/join", data=b"x" * (3 * 1024 * 1024), headers={"Content-Type": "text/plain"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(big, timeout=30)
+    assert refused.value.code == 413
 
 
 def _table(page, elem_id: str) -> list[list[str]]:
@@ -299,7 +456,14 @@ def _click_and_wait(page, button: str, status: str, timeout: float = 60_000) -> 
     return page.inner_text(f"#{status}").strip()
 
 
-def test_app_in_a_real_browser(map_model, map_row, eedi_case, embedding_cache, tmp_path):
+def _no_markup_ran(page) -> None:
+    """No element the payloads would have made exists: they were shown as text."""
+    assert page.locator("img[src='x']").count() == 0
+    assert page.locator("a[href^='javascript']").count() == 0
+    assert page.locator("#map-results script, #eedi-results script, #map-status script, #eedi-status b").count() == 0
+
+
+def test_app_in_a_real_browser(server, map_model, map_row, eedi_case, tmp_path):
     require = os.environ.get("MISCONCEPTIONS_REQUIRE_BROWSER") == "1"
     try:
         from playwright.sync_api import sync_playwright
@@ -323,97 +487,104 @@ def test_app_in_a_real_browser(map_model, map_row, eedi_case, embedding_cache, t
             folder.mkdir(parents=True, exist_ok=True)
             shutil.copy(tmp_path / f"{name}.png", folder / f"{name}.png")
 
-    port = _free_port()
-    log = tmp_path / "server.log"
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "MISCONCEPTIONS_CACHE": str(embedding_cache),
-    }
-    command = [sys.executable, "app/app.py", "--map_model", str(map_model), "--eedi_model", ZERO_SHOT]
-    command += ["--misconceptions_csv", str(MAPPING_CSV), "--host", "127.0.0.1", "--port", str(port)]
-    with open(log, "w") as handle:
-        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        _wait_until_serving(url, server, log)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1200, "height": 1400})
-                page.goto(url)
-                page.wait_for_function(
-                    "() => document.querySelector('#map-status')?.innerText.includes('known questions')",
-                    timeout=60_000,
-                )
-
-                # MAP: a real held-out row, its question picked from the model's list.
-                page.click("#map-question input")
-                page.click(f'#map-question [role=option][aria-label^="{map_row["QuestionId"]}:"]')
-                page.wait_for_function(
-                    "() => document.querySelector('#map-question-text textarea').value.length > 0", timeout=30_000
-                )
-                question_text = page.input_value("#map-question-text textarea")
-                page.fill("#map-answer textarea", map_row["MC_Answer"])
-                page.fill("#map-explanation textarea", map_row["StudentExplanation"])
-                status = _click_and_wait(page, "map-submit", "map-status")
-                assert "most likely labels" in status, status
-                shown = _table(page, "map-results")
-                screenshot(page, "map_prediction")
-                labels, scores = expected_map(
-                    map_model,
-                    map_row["QuestionId"],
-                    question_text,
-                    map_row["MC_Answer"],
-                    map_row["StudentExplanation"],
-                )
-                assert [r[1] for r in shown] == labels[0]
-                assert [r[2] for r in shown] == [logic.readable_misconception(label) for label in labels[0]]
-                assert [float(r[3]) for r in shown] == pytest.approx(scores[0], abs=1e-4)
-
-                # MAP: bad inputs give a clear message in the page, never a traceback.
-                page.fill("#map-explanation textarea", "")
-                status = _click_and_wait(page, "map-submit", "map-status")
-                assert "The student's explanation is empty" in status, status
-                assert _table(page, "map-results") == []
-                page.fill("#map-explanation textarea", HUGE)
-                status = _click_and_wait(page, "map-submit", "map-status")
-                assert "too long" in status and f"{logic.MAX_TEXT_CHARS:,}" in status, status
-                screenshot(page, "map_too_long")
-                page.fill("#map-model textarea", "/no/such/map-model")
-                status = _click_and_wait(page, "map-load", "map-status")
-                assert "'/no/such/map-model' does not exist" in status and "Expected" in status, status
-                screenshot(page, "map_missing_model")
-                assert "Traceback" not in page.content()
-
-                # Eedi: a real labelled wrong answer, retrieved zero-shot.
-                page.get_by_role("tab", name="Eedi: diagnose a wrong answer").click()
-                row = eedi_case["row"]
-                page.fill("#eedi-question textarea", row["QuestionText"])
-                page.fill("#eedi-correct textarea", row["CorrectAnswerText"])
-                page.fill("#eedi-wrong textarea", row["AnswerText"])
-                page.fill("#eedi-construct textarea", row["ConstructName"])
-                page.fill("#eedi-subject textarea", row["SubjectName"])
-                status = _click_and_wait(page, "eedi-submit", "eedi-status", timeout=90_000)
-                assert "misconceptions closest" in status, status
-                shown = _table(page, "eedi-results")
-                screenshot(page, "eedi_prediction")
-                assert [int(r[1]) for r in shown] == eedi_case["ids"]
-                assert [r[2] for r in shown] == eedi_case["names"]
-
-                page.fill("#eedi-wrong textarea", row["CorrectAnswerText"])
-                status = _click_and_wait(page, "eedi-submit", "eedi-status")
-                assert "same as the correct answer" in status, status
-                assert "Traceback" not in page.content()
-            finally:
-                browser.close()
-        assert "Traceback" not in log.read_text()  # every failure above was handled, not crashed through
-    finally:
-        server.terminate()
+    dialogs: list[str] = []
+    tracebacks = server["log"].read_text().count("Traceback")  # the API test's refused values were logged
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+            page = browser.new_page(viewport={"width": 1200, "height": 1500})
+            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+            page.goto(server["url"])
+            page.wait_for_function(
+                "() => document.querySelector('#map-model-note')?.innerText.includes('MAP classification')",
+                timeout=60_000,
+            )
+            assert "map-tiny" in page.inner_text("#map-model-note")
+            assert page.locator("#map-model input").is_disabled()  # the operator's model, no choice
+
+            # MAP: a real held-out row, its question picked from the model's list.
+            page.click("#map-question input")
+            page.click(f'#map-question [role=option][aria-label^="{map_row["QuestionId"]}:"]')
+            page.wait_for_function(
+                "() => document.querySelector('#map-question-text textarea').value.length > 0", timeout=30_000
+            )
+            question_text = page.input_value("#map-question-text textarea")
+            page.fill("#map-answer textarea", map_row["MC_Answer"])
+            page.fill("#map-explanation textarea", map_row["StudentExplanation"])
+            status = _click_and_wait(page, "map-submit", "map-status")
+            assert "most likely labels" in status, status
+            shown = _table(page, "map-results")
+            screenshot(page, "map_prediction")
+            labels, scores = expected_map(
+                map_model, map_row["QuestionId"], question_text, map_row["MC_Answer"], map_row["StudentExplanation"]
+            )
+            assert [r[1] for r in shown] == labels[0]
+            assert [r[2] for r in shown] == [logic.readable_misconception(label) for label in labels[0]]
+            assert [float(r[3]) for r in shown] == pytest.approx(scores[0], abs=1e-4)
+
+            # MAP: markup in every text field comes back as the text typed, and runs nothing.
+            payload = " ".join(MARKUP)
+            page.fill("#map-answer textarea", MARKUP[0])
+            page.fill("#map-explanation textarea", payload)
+            page.click("#map-submit")  # the status line stays the same; the text the model read changes
+            page.wait_for_function(
+                "(p) => document.querySelector('#map-input textarea').value.includes(p)", arg=MARKUP[0]
+            )
+            assert "most likely labels" in page.inner_text("#map-status")
+            assert payload in page.input_value("#map-input textarea")
+            screenshot(page, "map_markup")
+            _no_markup_ran(page)
+
+            # MAP: bad inputs give a clear message in the page, never a traceback.
+            page.fill("#map-explanation textarea", "")
+            status = _click_and_wait(page, "map-submit", "map-status")
+            assert "The student's explanation is empty" in status, status
+            assert _table(page, "map-results") == []
+            page.fill("#map-explanation textarea", HUGE)
+            status = _click_and_wait(page, "map-submit", "map-status")
+            assert "too long" in status and f"{logic.MAX_TEXT_CHARS:,}" in status, status
+            screenshot(page, "map_too_long")
+            assert "Traceback" not in page.content()
+
+            # Eedi: a real labelled wrong answer, retrieved zero-shot.
+            page.get_by_role("tab", name="Eedi: diagnose a wrong answer").click()
+            assert "2,591 misconceptions" in page.inner_text("#eedi-model-note")
+            row = eedi_case["row"]
+            page.fill("#eedi-question textarea", row["QuestionText"])
+            page.fill("#eedi-correct textarea", row["CorrectAnswerText"])
+            page.fill("#eedi-wrong textarea", row["AnswerText"])
+            page.fill("#eedi-construct textarea", row["ConstructName"])
+            page.fill("#eedi-subject textarea", row["SubjectName"])
+            status = _click_and_wait(page, "eedi-submit", "eedi-status", timeout=90_000)
+            assert "misconceptions closest" in status, status
+            shown = _table(page, "eedi-results")
+            screenshot(page, "eedi_prediction")
+            assert [int(r[1]) for r in shown] == eedi_case["ids"]
+            assert [r[2] for r in shown] == eedi_case["names"]
+
+            # Eedi: markup as the wrong answer finds the markup names of the list, shown as text in the table.
+            page.fill("#eedi-wrong textarea", payload)
+            page.fill("#eedi-top-k input[type=number]", "25")
+            page.press("#eedi-top-k input[type=number]", "Enter")
+            page.click("#eedi-submit")
+            page.wait_for_function(
+                "(p) => document.querySelector('#eedi-input textarea').value.includes(p)", arg=MARKUP[0]
+            )
+            status = page.inner_text("#eedi-status")
+            assert "The 25 misconceptions closest" in status, status
+            names = [r[2] for r in _table(page, "eedi-results")]
+            assert [name for name in MARKUP if name in names], names
+            assert payload in page.input_value("#eedi-input textarea")
+            screenshot(page, "eedi_markup")
+            _no_markup_ran(page)
+
+            page.fill("#eedi-wrong textarea", row["CorrectAnswerText"])
+            status = _click_and_wait(page, "eedi-submit", "eedi-status")
+            assert "same as the correct answer" in status, status
+            content = page.content()
+            assert "Traceback" not in content and not _leaks(content, server["secrets"])
+        finally:
+            browser.close()
+    assert dialogs == []  # no payload ever ran
+    # Every failure above was handled, not crashed through.
+    assert server["log"].read_text().count("Traceback") == tracebacks

@@ -11,22 +11,28 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The logic behind the teacher-facing app (`app/app.py`): validated form inputs -> the tables the page shows.
+"""The logic behind the teacher-facing app (`app/app.py`): the operator's models, validated form inputs -> tables.
+
+The page is public, so it never takes a server path or a model id: the operator fixes the models and the
+misconception list at start (`AppSettings`, from flags or environment variables), `ServedModels.load` loads them all
+then, and the page names them only by their label (with `allow_model_choice`, picked from the operator's list). Every
+message the page shows is built here from fixed text; none quotes a file, a server path or an exception.
 
 MAP: question + chosen answer + explanation -> the top `Category:Misconception` labels with their probabilities,
-ranked exactly as `rank_dataframe` ranks them (TF-IDF blend, question restriction, derived prefix). Eedi: question +
-correct answer + wrong answer -> the nearest misconception descriptions with their cosine similarity. Models are
-loaded lazily, once per path (a local folder, a Hub id or a `builtin:` name). Bad input raises `InputError`;
-`page_call` turns any failure into a short message for the page, never a traceback. Nothing here imports gradio.
+ranked exactly as `rank_dataframe` ranks them. Eedi: question + correct answer + wrong answer -> the nearest
+misconception descriptions with their cosine similarity. Bad input raises `InputError`; `page_call` turns any
+failure into a short message, and `run_with_timeout` bounds each request's time. Nothing here imports gradio.
 """
 
+import concurrent.futures
 import json
 import logging
 import os
 import re
 import threading
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,67 +52,126 @@ CUSTOM_QUESTION = "custom"
 MAP_COLUMNS = ["Rank", "Label", "Misconception", "Probability", "Fits the question"]
 EEDI_COLUMNS = ["Rank", "MisconceptionId", "Misconception", "Similarity"]
 MAKE_HINT = "The demo models are made by `make demo` (`make demo DEMO_FAST=1` for quick ones)."
-MAP_EXPECTED = (
-    "a folder written by scripts/train_classifier.py (with misconceptions_classifier.json) or a Hub model id"
-)
-EEDI_EXPECTED = (
-    "a folder written by scripts/train_retriever.py (any sentence-transformers folder), a Hub model id, "
-    "or builtin:all-MiniLM-L6-v2"
-)
+BUSY = "The server is busy: please try again in a moment."
+LABEL_PATTERN = re.compile(r"[\w][\w .:@+-]{0,79}")  # what a model label may be: no slashes of a path
+# Metrics shown beside a model's name (from the all_results.json its card's metrics table is built from).
+SHOWN_METRICS = {
+    "eval_map@3": "validation MAP@3",
+    "eval_map@25": "held-out MAP@25",
+    "eval_recall@25": "recall@25",
+    "eval_unseen_map@25": "unseen MAP@25",
+}
 
-_lock = threading.RLock()
-_classifiers: dict[str, Any] = {}
-_retrievers: dict[str, tuple[Any, dict[str, Any]]] = {}
-_misconceptions: dict[tuple[str, int, int], pd.DataFrame] = {}
-_documents: dict[tuple[str, str, int, int], np.ndarray] = {}
-_backend = "auto"  # the inference backend of every model loaded from now on (set_backend)
+_lock = threading.RLock()  # one forward pass at a time: torch and ONNX Runtime already use every core
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """An operator-configured model: `label` is all the page ever shows or accepts; `source` (a folder, a Hub id or
+    a `builtin:` name) stays on the server."""
+
+    label: str
+    source: str
+
+
+def parse_model_spec(text: str, setting: str) -> ModelSpec:
+    """`LABEL=SOURCE` or `SOURCE` (labelled by its Hub id, builtin name or folder name) -> ModelSpec."""
+    text = text.strip()
+    label, sep, source = text.partition("=")
+    if not sep:
+        source = text
+        name = source.rstrip("/")
+        label = name if not os.path.isdir(name) and "/" in name and not name.startswith((".", "/", "~")) else None
+        label = label or Path(name).name or name
+    label, source = label.strip(), source.strip()
+    if not source:
+        raise InputError(f"{setting}: empty model in {text!r}; expected LABEL=SOURCE or SOURCE")
+    if "/" in label and (label.startswith((".", "/", "~")) or label.count("/") > 1):
+        label = Path(label).name
+    if not LABEL_PATTERN.fullmatch(label.replace("/", "-")):
+        raise InputError(
+            f"{setting}: model label {label!r} must be 1-80 letters, digits, spaces or .:@+-_ "
+            "(give one as LABEL=SOURCE)"
+        )
+    return ModelSpec(label, source)
+
+
+def parse_model_specs(values: list[str] | str | None, setting: str) -> list[ModelSpec]:
+    """Model specs from repeated flags or one comma-separated environment variable; labels must be unique."""
+    if isinstance(values, str):
+        values = [values]
+    items = [part for value in values or [] for part in value.split(",") if part.strip()]
+    specs = [parse_model_spec(item, setting) for item in items]
+    labels = [spec.label for spec in specs]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise InputError(f"{setting}: the label(s) {duplicates} are given twice; name them with LABEL=SOURCE")
+    return specs
 
 
 @dataclass
 class AppSettings:
-    """The models, the misconception list and the inference backend the app starts with."""
+    """What the operator fixes: the models (the first of each list is the default), the misconception list, the
+    inference backend, whether visitors may pick among the models, and the load limits."""
 
-    map_model: str
-    eedi_model: str
+    map_models: list[ModelSpec]
+    eedi_models: list[ModelSpec]
     misconceptions_csv: str
     backend: str = "auto"
+    allow_model_choice: bool = False
+    concurrency_limit: int = 2  # requests computed at once (they share the cores)
+    max_queue: int = 32  # requests waiting; more are refused with the busy message
+    request_timeout: float = 30.0  # seconds one request may take before it is answered with a time-out message
+
+    def __post_init__(self) -> None:
+        for task, specs in (("MAP", self.map_models), ("Eedi", self.eedi_models)):
+            if len(specs) > 1 and not self.allow_model_choice:
+                raise InputError(
+                    f"{len(specs)} {task} models given: give one, or pass --allow_model_choice to let visitors pick "
+                    "among them"
+                )
+        if self.concurrency_limit < 1 or self.max_queue < 1 or self.request_timeout <= 0:
+            raise InputError("concurrency_limit and max_queue must be at least 1, request_timeout above 0")
 
 
 def default_settings(repo_root: str | os.PathLike = ".") -> AppSettings:
-    """Defaults: env MISCONCEPTIONS_MAP_MODEL / _EEDI_MODEL / _MAPPING_CSV / _BACKEND, else the demo models, the
-    shared data and the `auto` backend."""
+    """Defaults: env MISCONCEPTIONS_MAP_MODEL / _EEDI_MODEL (comma-separated LABEL=SOURCE lists) / _MAPPING_CSV /
+    _BACKEND / _ALLOW_MODEL_CHOICE / _CONCURRENCY / _MAX_QUEUE / _REQUEST_TIMEOUT, else the demo models, the shared
+    data, the `auto` backend and the limits above."""
     root = Path(repo_root)
     data = Path(os.environ.get("MISCONCEPTIONS_DATA", root.parent / "shared" / "data"))
+    env = os.environ.get
     return AppSettings(
-        map_model=os.environ.get("MISCONCEPTIONS_MAP_MODEL", str(root / "data" / "demo" / "map-minilm-cpu")),
-        eedi_model=os.environ.get("MISCONCEPTIONS_EEDI_MODEL", str(root / "data" / "demo" / "eedi-minilm-cpu")),
-        misconceptions_csv=os.environ.get(
-            "MISCONCEPTIONS_MAPPING_CSV", str(data / "eedi" / "misconception_mapping.csv")
+        map_models=parse_model_specs(
+            env("MISCONCEPTIONS_MAP_MODEL", str(root / "data" / "demo" / "map-minilm-cpu")), "MISCONCEPTIONS_MAP_MODEL"
         ),
-        backend=os.environ.get("MISCONCEPTIONS_BACKEND", "auto"),
+        eedi_models=parse_model_specs(
+            env("MISCONCEPTIONS_EEDI_MODEL", str(root / "data" / "demo" / "eedi-minilm-cpu")),
+            "MISCONCEPTIONS_EEDI_MODEL",
+        ),
+        misconceptions_csv=env("MISCONCEPTIONS_MAPPING_CSV", str(data / "eedi" / "misconception_mapping.csv")),
+        backend=env("MISCONCEPTIONS_BACKEND", "auto"),
+        allow_model_choice=env("MISCONCEPTIONS_ALLOW_MODEL_CHOICE", "").lower() in ("1", "true", "yes"),
+        concurrency_limit=int(env("MISCONCEPTIONS_CONCURRENCY", "2")),
+        max_queue=int(env("MISCONCEPTIONS_MAX_QUEUE", "32")),
+        request_timeout=float(env("MISCONCEPTIONS_REQUEST_TIMEOUT", "30")),
     )
 
 
 def import_model_code() -> None:
     """Import the modules the page's handlers use, once, in the calling thread. Gradio runs handlers in worker
-    threads; two of them importing scikit-learn for the first time at once (the MAP and Eedi tabs load together)
-    can get a half-initialized module ("cannot import name 'clone' from partially initialized module")."""
+    threads; two of them importing scikit-learn for the first time at once can get a half-initialized module."""
     from . import classifier, eedi, retrieval  # noqa: F401
 
 
-def set_backend(backend: str) -> None:
-    """The inference backend (`onnx_backend.BACKENDS`: auto, torch, onnx, onnx-int8) for models loaded from now on;
-    InputError for an unknown name. `auto` is ONNX Runtime on a CPU and torch on a GPU, as in the scripts."""
-    from .onnx_backend import resolve_backend
-
-    global _backend
-    resolve_backend(backend)
-    _backend = backend
-
-
-def check_text(value: str | None, field: str, max_chars: int = MAX_TEXT_CHARS, required: bool = True) -> str:
-    """The stripped text of a form field; InputError when a required one is empty or any is over `max_chars`."""
-    text = (value or "").strip()
+def check_text(value: Any, field: str, max_chars: int = MAX_TEXT_CHARS, required: bool = True) -> str:
+    """The stripped text of a form field; InputError when a required one is empty, any is over `max_chars`, or the
+    value is not text at all (the API can send anything)."""
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise InputError(f"{field} must be text.")
+    text = value.strip()
     if required and not text:
         raise InputError(f"{field} is empty: please fill it in.")
     if len(text) > max_chars:
@@ -117,13 +182,17 @@ def check_text(value: str | None, field: str, max_chars: int = MAX_TEXT_CHARS, r
 
 
 def check_top_k(value: Any, maximum: int) -> int:
-    """The number of results to show, an integer from 1 to `maximum`."""
+    """The number of results to show, a whole number from 1 to `maximum` (the value itself is never echoed)."""
+    message = f"The number of results must be a whole number from 1 to {maximum}."
+    if isinstance(value, bool):
+        raise InputError(message)
     try:
         k = int(value)
-    except (TypeError, ValueError):
-        raise InputError(f"The number of results must be a whole number from 1 to {maximum}, got {value!r}.") from None
-    if not 1 <= k <= maximum or k != float(value):
-        raise InputError(f"The number of results must be a whole number from 1 to {maximum}, got {value!r}.")
+        exact = k == float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(message) from None
+    if not exact or not 1 <= k <= maximum:
+        raise InputError(message)
     return k
 
 
@@ -139,59 +208,123 @@ def readable_misconception(label: str) -> str:
     )
 
 
-def resolve_model(name: str | None, kind: str, expected: str) -> str:
-    """A local folder for a model given as a folder, a Hub id or a `builtin:` name; a clear InputError otherwise."""
-    from .hub import is_hub_id, resolve_model_dir, split_revision
-    from .model_utils import resolve_model_path
+def markdown_text(text: str) -> str:
+    """`text` escaped for a Markdown component: every ASCII punctuation mark backslash-escaped (CommonMark), so
+    markup in model data or user input shows as the characters typed and never becomes HTML, a link or math."""
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", " ".join(str(text).split()))
 
-    name = (name or "").strip()
-    if not name:
-        raise InputError(f"No {kind} model given: enter {expected}.")
-    path = resolve_model_path(name)
-    if os.path.isdir(path):
-        return path
-    if not is_hub_id(split_revision(path)[0]) or os.path.exists(os.path.expanduser(path)):
-        problem = "is not a folder" if os.path.exists(os.path.expanduser(path)) else "does not exist"
-        raise InputError(f"{kind} model '{name}' {problem} on this machine. Expected {expected}. {MAKE_HINT}")
+
+def _model_metrics(model_dir: str) -> str:
+    path = Path(model_dir) / "all_results.json"
     try:
-        return resolve_model_dir(path)
-    except InputError:
-        raise InputError(
-            f"{kind} model '{name}' is not a folder on this machine and could not be downloaded from the Hub. "
-            f"Expected {expected}. {MAKE_HINT}"
-        ) from None
+        results = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return ""
+    shown = [
+        f"{name} {results[key]:.4f}" for key, name in SHOWN_METRICS.items() if isinstance(results.get(key), float)
+    ]
+    return ", ".join(shown)
 
 
-def _classifier_meta(model_dir: str, name: str) -> dict[str, Any]:
-    from .classifier import CLASSIFIER_META
-
-    meta_file = Path(model_dir) / CLASSIFIER_META
-    if not meta_file.is_file():
-        raise InputError(
-            f"MAP model '{name}' has no {CLASSIFIER_META} (not a classifier, or still training). "
-            f"Expected {MAP_EXPECTED}. {MAKE_HINT}"
-        )
-    return json.loads(meta_file.read_text())
+@dataclass
+class ServedMap:
+    label: str
+    classifier: Any
+    info: str
 
 
-def load_map_classifier(name: str) -> Any:
-    """The `Classifier` for a model path or Hub id, loaded once and kept."""
-    from .classifier import load_classifier
-
-    model_dir = resolve_model(name, "MAP", MAP_EXPECTED)
-    key = f"{Path(model_dir).resolve()} ({_backend})"
-    with _lock:
-        if key not in _classifiers:
-            _classifier_meta(model_dir, name)  # a clear message before any weights are read
-            logger.info("Loading the MAP classifier %s (backend %s)", model_dir, _backend)
-            _classifiers[key] = load_classifier(model_dir, backend=_backend)
-        return _classifiers[key]
+@dataclass
+class ServedEedi:
+    label: str
+    retriever: Any
+    meta: dict[str, Any]
+    documents: np.ndarray
+    info: str
 
 
-def map_question_choices(name: str) -> list[tuple[str, str]]:
+@dataclass
+class ServedModels:
+    """Every model the operator configured, loaded once at start; the page looks them up by label only."""
+
+    settings: AppSettings
+    map_models: dict[str, ServedMap] = field(default_factory=dict)
+    eedi_models: dict[str, ServedEedi] = field(default_factory=dict)
+    misconceptions: pd.DataFrame | None = None
+
+    @classmethod
+    def load(cls, settings: AppSettings) -> "ServedModels":
+        """Load every configured model (and the misconception names' embeddings); InputError naming the setting
+        when one cannot be had. This is the operator's console: paths may be named here, never on the page."""
+        from .classifier import CLASSIFIER_META, load_classifier
+        from .eedi import read_misconceptions_csv
+        from .hub import resolve_model_dir
+        from .onnx_backend import resolve_backend
+        from .retrieval import cached_document_embeddings, load_retriever
+
+        resolve_backend(settings.backend)
+        import_model_code()
+        served = cls(settings)
+        for spec in settings.map_models:
+            model_dir = resolve_model_dir(spec.source, kind="MAP model")
+            meta_file = Path(model_dir) / CLASSIFIER_META
+            if not meta_file.is_file():
+                raise InputError(
+                    f"MAP model {spec.source!r} has no {CLASSIFIER_META} (not a classifier written by "
+                    f"scripts/train_classifier.py, or still training). {MAKE_HINT}"
+                )
+            logger.info("Loading the MAP classifier %r from %s (backend %s)", spec.label, model_dir, settings.backend)
+            classifier = load_classifier(model_dir, backend=settings.backend)
+            meta = classifier.meta
+            info = f"MAP classification: {len(meta['labels'])} labels over {len(meta.get('questions', {}))} questions"
+            metrics = _model_metrics(model_dir)
+            served.map_models[spec.label] = ServedMap(
+                spec.label, classifier, info + (f"; {metrics}" if metrics else "")
+            )
+        if settings.eedi_models:
+            if not os.path.isfile(settings.misconceptions_csv):
+                raise InputError(
+                    f"misconception list {settings.misconceptions_csv} does not exist: expected the competition's "
+                    "misconception_mapping.csv (kaggle competitions download -c "
+                    "eedi-mining-misconceptions-in-mathematics)"
+                )
+            served.misconceptions = read_misconceptions_csv(settings.misconceptions_csv)
+        names = [] if served.misconceptions is None else served.misconceptions["MisconceptionName"].tolist()
+        for spec in settings.eedi_models:
+            model_dir = resolve_model_dir(spec.source, kind="Eedi model")
+            if not (Path(model_dir) / "modules.json").is_file():
+                raise InputError(
+                    f"Eedi model {spec.source!r} has no modules.json (not a sentence-transformers folder written by "
+                    f"scripts/train_retriever.py, or still training). {MAKE_HINT}"
+                )
+            logger.info("Loading the Eedi retriever %r from %s (backend %s)", spec.label, model_dir, settings.backend)
+            retriever, meta = load_retriever(model_dir, backend=settings.backend)
+            documents, _ = cached_document_embeddings(retriever, model_dir, names, settings.misconceptions_csv)
+            info = f"Eedi retrieval over {len(names):,} misconceptions"
+            metrics = _model_metrics(model_dir)
+            served.eedi_models[spec.label] = ServedEedi(
+                spec.label, retriever, meta, documents, info + (f"; {metrics}" if metrics else "")
+            )
+        return served
+
+    def map_model(self, label: Any) -> ServedMap:
+        if isinstance(label, str) and label in self.map_models:
+            return self.map_models[label]
+        raise InputError("That MAP model is not one this server offers: pick one from the list.")
+
+    def eedi_model(self, label: Any) -> ServedEedi:
+        if isinstance(label, str) and label in self.eedi_models:
+            return self.eedi_models[label]
+        raise InputError("That Eedi model is not one this server offers: pick one from the list.")
+
+    def model_note(self, task: str, label: Any) -> str:
+        """Markdown naming the model in use: its label, task and metrics (all escaped)."""
+        served = self.map_model(label) if task == "map" else self.eedi_model(label)
+        return f"**Model:** {markdown_text(served.label)} ({markdown_text(served.info)})"
+
+
+def map_question_choices(models: ServedModels, label: Any) -> list[tuple[str, str]]:
     """Dropdown choices (shown text, QuestionId) of the questions the MAP model was trained on, plus a custom one."""
-    model_dir = resolve_model(name, "MAP", MAP_EXPECTED)
-    meta = _classifier_meta(model_dir, name)
+    meta = models.map_model(label).classifier.meta
     texts = meta.get("question_texts") or {}
     choices = [("Type my own question", CUSTOM_QUESTION)]
     for question_id in sorted(meta.get("questions", {}), key=lambda q: (len(q), q)):
@@ -201,121 +334,83 @@ def map_question_choices(name: str) -> list[tuple[str, str]]:
     return choices
 
 
-def map_question_details(name: str, question_id: str | None) -> tuple[str, str]:
+def _known_question(meta: dict[str, Any], question_id: Any) -> str | None:
+    """The QuestionId as a string when it is one the model knows; None for a custom question; InputError else."""
+    if question_id in (None, "", CUSTOM_QUESTION):
+        return None
+    if isinstance(question_id, (str, int)) and str(question_id) in meta.get("questions", {}):
+        return str(question_id)
+    raise InputError("That question is not one the MAP model was trained on: pick one from the list.")
+
+
+def map_question_details(models: ServedModels, label: Any, question_id: Any) -> tuple[str, str]:
     """(question text, a note with the question's correct answer) of a known question; empty for a custom one."""
-    if not question_id or question_id == CUSTOM_QUESTION:
+    meta = models.map_model(label).classifier.meta
+    known = _known_question(meta, question_id)
+    if known is None:
         return "", "Type the question, the student's chosen answer and their explanation."
-    meta = _classifier_meta(resolve_model(name, "MAP", MAP_EXPECTED), name)
-    info = meta.get("questions", {}).get(str(question_id))
-    if info is None:
-        raise InputError(f"Question {question_id} is not one the MAP model was trained on; pick one from the list.")
-    text = str((meta.get("question_texts") or {}).get(str(question_id), ""))
-    correct = info.get("correct_answer")
-    note = f"Question {question_id}" + (f": the correct answer is `{correct}`." if correct else ".")
+    text = str((meta.get("question_texts") or {}).get(known, ""))
+    correct = meta["questions"][known].get("correct_answer")
+    note = f"Question {markdown_text(known)}" + (
+        f": the correct answer is {markdown_text(correct)}." if correct else "."
+    )
     return text, note
 
 
 def predict_map(
-    model: str,
-    question_id: str | None,
-    question_text: str | None,
-    answer: str | None,
-    explanation: str | None,
+    models: ServedModels,
+    label: Any,
+    question_id: Any,
+    question_text: Any,
+    answer: Any,
+    explanation: Any,
     top_k: Any = MAP_TOP_K,
-) -> pd.DataFrame:
-    """The top labels for one student answer: Rank, Label, Misconception (readable), Probability.
+) -> tuple[pd.DataFrame, str]:
+    """(the top labels for one student answer: Rank, Label, Misconception, Probability, Fits the question; the text
+    the model read). `question_id` is a QuestionId the model knows (labels are then restricted and the True_/False_
+    prefix derived as in `rank_dataframe`) or `CUSTOM_QUESTION`/empty for a new question (its text is required)."""
+    from .classifier import LabelRanker, rank_dataframe, texts_for
 
-    `question_id` is a QuestionId the model knows (labels are then restricted and the True_/False_ prefix derived as
-    in `rank_dataframe`) or `CUSTOM_QUESTION`/empty for a new question (the question text is then required).
-    """
-    from .classifier import LabelRanker, rank_dataframe
-
-    known = bool(question_id) and question_id != CUSTOM_QUESTION
-    question_text = check_text(question_text, "The question", required=not known)
+    served = models.map_model(label)
+    meta = served.classifier.meta
+    known = _known_question(meta, question_id)
+    question_text = check_text(question_text, "The question", required=known is None)
     answer = check_text(answer, "The student's chosen answer", MAX_SHORT_CHARS)
     explanation = check_text(explanation, "The student's explanation")
     k = check_top_k(top_k, MAP_MAX_K)
-    classifier = load_map_classifier(model)
-    if known and str(question_id) not in classifier.meta.get("questions", {}):
-        raise InputError(f"Question {question_id} is not one the MAP model was trained on; pick one from the list.")
     row = {
         "row_id": "0",
-        "QuestionId": str(question_id) if known else "",
+        "QuestionId": known or "",
         "QuestionText": question_text,
         "MC_Answer": answer,
         "StudentExplanation": explanation,
     }
-    with _lock:  # one forward pass at a time: torch already uses every core
-        ranked, scores = rank_dataframe(classifier, pd.DataFrame([row]), top_k=k, batch_size=1, return_scores=True)
+    frame = pd.DataFrame([row])
+    with _lock:
+        ranked, scores = rank_dataframe(served.classifier, frame, top_k=k, batch_size=1, return_scores=True)
     # rank_dataframe puts the labels that fit the question (seen for it, right True_/False_) first; say which.
-    meta = classifier.meta
     ranker = LabelRanker(
         meta["model_labels"], meta["labels"], meta["questions"], meta["restrict_labels"], meta["derive_prefix"]
     )
     allowed, _ = ranker.allowed(row["QuestionId"], answer)
     fits = dict(zip(ranker.final_labels, allowed, strict=True))
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "Rank": range(1, len(ranked[0]) + 1),
             "Label": ranked[0],
-            "Misconception": [readable_misconception(label) for label in ranked[0]],
+            "Misconception": [readable_misconception(name) for name in ranked[0]],
             "Probability": [round(s, 4) for s in scores[0]],
-            "Fits the question": ["yes" if fits[label] else "no" for label in ranked[0]],
+            "Fits the question": ["yes" if fits[name] else "no" for name in ranked[0]],
         },
         columns=MAP_COLUMNS,
     )
-
-
-def load_eedi_retriever(name: str) -> tuple[Any, dict[str, Any], str]:
-    """(SentenceTransformer, its metadata, its folder) for a model path, Hub id or builtin name, loaded once."""
-    from .retrieval import load_retriever
-
-    model_dir = resolve_model(name, "Eedi", EEDI_EXPECTED)
-    key = f"{Path(model_dir).resolve()} ({_backend})"
-    with _lock:
-        if key not in _retrievers:
-            if not (Path(model_dir) / "modules.json").is_file():
-                raise InputError(
-                    f"Eedi model '{name}' has no modules.json (not a retriever, or still training). "
-                    f"Expected {EEDI_EXPECTED}. {MAKE_HINT}"
-                )
-            logger.info("Loading the Eedi retriever %s (backend %s)", model_dir, _backend)
-            _retrievers[key] = load_retriever(model_dir, backend=_backend)
-        model, meta = _retrievers[key]
-    return model, meta, model_dir
-
-
-def load_misconceptions(path: str) -> pd.DataFrame:
-    """The validated misconception_mapping.csv (MisconceptionId, MisconceptionName), read once per file version."""
-    from .eedi import read_misconceptions_csv
-
-    path = (path or "").strip()
-    if not path:
-        raise InputError("No misconception list given: enter the path of misconception_mapping.csv.")
-    if not os.path.isfile(path):
-        raise InputError(
-            f"Misconception list '{path}' does not exist. Expected the competition's misconception_mapping.csv "
-            "(kaggle competitions download -c eedi-mining-misconceptions-in-mathematics)."
-        )
-    stat = os.stat(path)
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    with _lock:
-        if key not in _misconceptions:
-            _misconceptions[key] = read_misconceptions_csv(path)
-        return _misconceptions[key]
-
-
-def check_eedi_settings(model: str, misconceptions_csv: str) -> str:
-    """A one-line readiness note for the Eedi tab, checking paths only (the weights load on the first search)."""
-    names = load_misconceptions(misconceptions_csv)
-    resolve_model(model, "Eedi", EEDI_EXPECTED)
-    return f"Eedi model `{model.strip()}` found, with {len(names):,} misconceptions to search."
+    return table, texts_for(frame, meta.get("text_template"))[0]
 
 
 def eedi_query_text(
     question: str, correct: str, wrong: str, construct: str = "", subject: str = "", template: str | None = None
 ) -> str:
-    """The retriever's query for one wrong answer: the seed's structure, or the model's saved query template."""
+    """The retriever's query for one wrong answer: the reference query's structure, or the model's saved template."""
     from .eedi import query_texts
 
     row = {
@@ -329,18 +424,20 @@ def eedi_query_text(
 
 
 def predict_eedi(
-    model: str,
-    misconceptions_csv: str,
-    question: str | None,
-    correct: str | None,
-    wrong: str | None,
-    construct: str | None = "",
-    subject: str | None = "",
+    models: ServedModels,
+    label: Any,
+    question: Any,
+    correct: Any,
+    wrong: Any,
+    construct: Any = "",
+    subject: Any = "",
     top_k: Any = EEDI_TOP_K,
-) -> pd.DataFrame:
-    """The misconceptions nearest to one wrong answer: Rank, MisconceptionId, Misconception, Similarity."""
-    from .retrieval import cached_document_embeddings, encode_queries, search
+) -> tuple[pd.DataFrame, str]:
+    """(the misconceptions nearest to one wrong answer: Rank, MisconceptionId, Misconception, Similarity; the
+    query the retriever read)."""
+    from .retrieval import encode_queries, search
 
+    served = models.eedi_model(label)
     question = check_text(question, "The question")
     correct = check_text(correct, "The correct answer", MAX_SHORT_CHARS)
     wrong = check_text(wrong, "The wrong answer", MAX_SHORT_CHARS)
@@ -349,25 +446,12 @@ def predict_eedi(
     if " ".join(wrong.split()) == " ".join(correct.split()):
         raise InputError("The wrong answer is the same as the correct answer: enter the answer the student gave.")
     k = check_top_k(top_k, EEDI_MAX_K)
-    misconceptions = load_misconceptions(misconceptions_csv)
-    retriever, meta, model_dir = load_eedi_retriever(model)
-    names = misconceptions["MisconceptionName"].tolist()
-    stat = os.stat(misconceptions_csv)
-    backend = getattr(retriever, "backend", "torch")
-    key = (
-        f"{Path(model_dir).resolve()} ({backend})",
-        str(Path(misconceptions_csv).resolve()),
-        stat.st_size,
-        stat.st_mtime_ns,
-    )
+    query = eedi_query_text(question, correct, wrong, construct, subject, served.meta.get("query_template"))
     with _lock:
-        if key not in _documents:
-            _documents[key], _ = cached_document_embeddings(retriever, model_dir, names, misconceptions_csv)
-        documents = _documents[key]
-        query = eedi_query_text(question, correct, wrong, construct, subject, meta.get("query_template"))
-        scores, indices = search(encode_queries(retriever, [query], batch_size=1), documents, k)
-    ids = misconceptions["MisconceptionId"].to_numpy()
-    return pd.DataFrame(
+        scores, indices = search(encode_queries(served.retriever, [query], batch_size=1), served.documents, k)
+    names = models.misconceptions["MisconceptionName"].tolist()
+    ids = models.misconceptions["MisconceptionId"].to_numpy()
+    table = pd.DataFrame(
         {
             "Rank": range(1, len(indices[0]) + 1),
             "MisconceptionId": [int(i) for i in ids[indices[0]]],
@@ -376,17 +460,51 @@ def predict_eedi(
         },
         columns=EEDI_COLUMNS,
     )
+    return table, query
 
 
-def page_call(fn: Callable[..., Any], *args: Any, what: str = "the prediction") -> tuple[Any, str]:
-    """Run `fn(*args)` for the page: (result, "") or (None, a one-paragraph message). Never lets a traceback out."""
+class RequestTimeout(Exception):
+    """A request ran past the operator's time limit."""
+
+
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def run_with_timeout(fn: Callable[..., Any], *args: Any, timeout: float, workers: int = 2) -> Any:
+    """`fn(*args)` on a bounded worker pool, or RequestTimeout after `timeout` seconds. A computation that overruns
+    keeps its worker until it ends (Python cannot stop a thread); the pool's size bounds how many can."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="predict")
+    future = _executor.submit(fn, *args)
     try:
-        return fn(*args), ""
-    except (InputError, FileNotFoundError) as err:
-        return None, f"**Please check:** {_one_line(err)}"
-    except Exception as err:  # the page shows a short message; the traceback goes to the server log only
-        logger.exception("The app failed during %s", what)
-        return None, f"**Something went wrong during {what}** ({type(err).__name__}: {_one_line(err)[:300]}). "
+        return future.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise RequestTimeout from None
+
+
+def page_call(
+    fn: Callable[..., Any], *args: Any, what: str = "the prediction", timeout: float | None = None, workers: int = 2
+) -> tuple[Any, str]:
+    """Run `fn(*args)` for the page: (result, "") or (None, a short Markdown message). The message is one of ours:
+    never a traceback, an exception's text, a file's contents or a server path (those go to the server log, with a
+    reference the page shows)."""
+    try:
+        if timeout is None:
+            return fn(*args), ""
+        return run_with_timeout(fn, *args, timeout=timeout, workers=workers), ""
+    except InputError as err:
+        return None, f"**Please check:** {markdown_text(_one_line(err))}"
+    except RequestTimeout:
+        logger.warning("%s ran past its time limit of %s s", what, timeout)
+        return None, f"**{markdown_text(what[:1].upper() + what[1:])} took too long** (over {timeout:g} s). {BUSY}"
+    except Exception:  # the page shows a short message; the traceback goes to the server log only
+        reference = uuid.uuid4().hex[:8]
+        logger.exception("The app failed during %s (reference %s)", what, reference)
+        return None, f"**Something went wrong during {markdown_text(what)}.** Reference {reference} in the server log."
 
 
 def _one_line(err: BaseException) -> str:
