@@ -168,6 +168,10 @@ bench: install $(EEDI_MODEL)/train_results.json $(RERANKER_MODEL)/train_results.
 		--map_model $(MAP_MODEL) --map_csv $(DEMO_DIR)/map/validation.csv --eedi_model $(EEDI_MODEL) \
 		--eedi_csv $(DEMO_DIR)/eedi/fold0.csv --misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv \
 		--output bench/results/inference_speed.json
+	$(MAKE) --no-print-directory $(MAP_MODEL)/train_results.json && HF_HUB_OFFLINE=1 $(PY) bench/app_load.py \
+		--map_model $(MAP_MODEL) --eedi_model $(EEDI_MODEL) --misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv \
+		--map_csv $(DEMO_DIR)/map/validation.csv --eedi_csv $(EEDI_DATA)/train.csv --phases 8:60 32:30 \
+		--output bench/results/app_load.json
 	HF_HUB_OFFLINE=1 $(PY) bench/int8_variants.py --map_model $(MAP_MODEL) --map_csv $(DEMO_DIR)/map/validation.csv \
 		--eedi_model $(EEDI_MODEL) --eedi_csv $(DEMO_DIR)/eedi/fold0.csv \
 		--misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv --output bench/results/int8_variants.json

@@ -108,48 +108,29 @@ def build_demo(models: logic.ServedModels) -> gr.Blocks:
         text, note = details
         return (gr.Textbox(value=text) if text else gr.Textbox()), note
 
-    def predict_map(label, question_id, question_text, answer, explanation, top_k):
+    def respond(predict, columns: list[str], what: str, done: str, *args):
+        """(table, the text the model read, status) for one submission, within the operator's time limit."""
         result, message = logic.page_call(
-            logic.predict_map,
-            models,
-            label,
-            question_id,
-            question_text,
-            answer,
-            explanation,
-            top_k,
-            what="the MAP prediction",
-            timeout=timeout,
-            workers=settings.concurrency_limit,
+            predict, models, *args, what=what, timeout=timeout, workers=settings.concurrency_limit
         )
         if result is None:
-            return pd.DataFrame(columns=logic.MAP_COLUMNS), "", message
+            return pd.DataFrame(columns=columns), "", message
         table, model_input = result
-        return table, model_input, f"The {len(table)} most likely labels for this answer, best first."
+        return table, model_input, done.format(n=len(table))
+
+    def predict_map(label, question_id, question_text, answer, explanation, top_k):
+        args = (label, question_id, question_text, answer, explanation, top_k)
+        done = "The {n} most likely labels for this answer, best first."
+        return respond(logic.predict_map, logic.MAP_COLUMNS, "the MAP prediction", done, *args)
 
     def eedi_model_changed(label):
         note, message = logic.page_call(logic.ServedModels.model_note, models, "eedi", label)
         return message if note is None else note
 
     def predict_eedi(label, question, correct, wrong, construct, subject, top_k):
-        result, message = logic.page_call(
-            logic.predict_eedi,
-            models,
-            label,
-            question,
-            correct,
-            wrong,
-            construct,
-            subject,
-            top_k,
-            what="the Eedi search",
-            timeout=timeout,
-            workers=settings.concurrency_limit,
-        )
-        if result is None:
-            return pd.DataFrame(columns=logic.EEDI_COLUMNS), "", message
-        table, query = result
-        return table, query, f"The {len(table)} misconceptions closest to this wrong answer, best first."
+        args = (label, question, correct, wrong, construct, subject, top_k)
+        done = "The {n} misconceptions closest to this wrong answer, best first."
+        return respond(logic.predict_eedi, logic.EEDI_COLUMNS, "the Eedi search", done, *args)
 
     with gr.Blocks(title="Misconceptions: why did the student get it wrong?", analytics_enabled=False) as demo:
         gr.Markdown(

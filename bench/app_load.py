@@ -14,7 +14,7 @@
 """Load on the teacher-facing app: app/app.py on loopback, N concurrent gradio_client clients per phase.
 
 Each client loops over real rows (MAP validation rows and Eedi wrong answers), alternating the two tabs' public
-endpoints, until its phase ends. Per phase and tab: requests/s served, p50/p95/max latency, requests refused with
+endpoints, until its phase ends (waiting 0.5 s after a busy answer). Per phase and tab: requests/s served, p50/p95/max latency, requests refused with
 the busy message (Gradio's queue full, or our time limit), errors (anything else: a stack trace, a wrong answer
 shape) and hung requests (no answer within --hang_seconds); the server's resident memory before and after.
 
@@ -43,6 +43,7 @@ import pandas as pd
 
 
 REPO = Path(__file__).resolve().parents[1]
+BACKOFF = 0.5  # seconds a client waits after a busy answer
 sys.path.insert(0, str(REPO / "src"))
 
 from misconceptions.app import BUSY  # noqa: E402
@@ -149,6 +150,8 @@ def run_phase(url: str, labels: dict[str, str], inputs, clients: int, seconds: f
                 detail = f"{type(err).__name__}: {str(err)[:200]}"
             with lock:
                 records.append({"tab": tab, "seconds": time.monotonic() - began, "outcome": outcome, "detail": detail})
+            if outcome == "busy":
+                time.sleep(BACKOFF)  # as a person (or a polite client) would, before trying again
             tab = "eedi" if tab == "map" else "map"
 
     threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(clients)]

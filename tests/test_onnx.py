@@ -43,27 +43,6 @@ from .conftest import REPO, run_script
 from .test_eedi_data import write_small_eedi
 
 
-MINILM = REPO / "recipes" / "map" / "minilm-cpu.yaml"
-TINY = [
-    "--max_steps",
-    "3",
-    "--per_device_train_batch_size",
-    "16",
-    "--learning_rate",
-    "5e-4",
-    "--eval_strategy",
-    "no",
-    "--save_strategy",
-    "no",
-    "--load_best_model_at_end",
-    "false",
-    "--max_length",
-    "48",
-    "--tfidf_weight",
-    "0.5",
-]
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _own_cache(tmp_path_factory):
     """The packaged retriever lives inside the venv: its exports go to a fresh cache, shared by this module's tests
@@ -74,18 +53,10 @@ def _own_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def classifier_dir(small_map_dataset, tmp_path_factory):
+def classifier_dir(minilm_classifier, tmp_path_factory):
+    """This module's copy of the shared tiny classifier (tests/conftest.py), without any ONNX export yet."""
     out = tmp_path_factory.mktemp("onnx_runs") / "minilm"
-    run_script(
-        "scripts/train_classifier.py",
-        "--config",
-        str(MINILM),
-        "--dataset_name",
-        str(small_map_dataset),
-        "--output_dir",
-        str(out),
-        *TINY,
-    )
+    shutil.copytree(minilm_classifier, out, ignore=shutil.ignore_patterns(".onnx", "runs", "checkpoint-*"))
     return out
 
 
