@@ -16,6 +16,8 @@ real server: its API through gradio_client under hostile input (server paths, Hu
 environment variable must never come back), and the page in a headless Chromium driven by Playwright, on a tiny
 trained MiniLM classifier and the zero-shot packaged retriever."""
 
+import dataclasses
+import importlib.util
 import json
 import os
 import shutil
@@ -325,6 +327,33 @@ def test_eedi_predictions_equal_retrieve_candidates(served, eedi_case):
     assert table["MisconceptionId"].tolist() == eedi_case["ids"]
     assert table["Misconception"].tolist() == eedi_case["names"]
     assert row["AnswerText"] in query
+
+
+def _page_module():
+    spec = importlib.util.spec_from_file_location("app_page", REPO / "app" / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_model_choice_is_a_dropdown_of_the_operator_s_models(served, settings, map_model, allow):
+    """With --allow_model_choice the model box is a dropdown of the operator's labels; without it, fixed. Either way
+    the page's config holds labels, never the models' folders."""
+    two = logic.ServedModels(
+        dataclasses.replace(settings, allow_model_choice=allow, map_models=settings.map_models * 2 if allow else []),
+        map_models={"Small": served.map_models[MAP_LABEL], "Large": served.map_models[MAP_LABEL]}
+        if allow
+        else dict(served.map_models),
+        eedi_models=served.eedi_models,
+        misconceptions=served.misconceptions,
+    )
+    config = _page_module().build_demo(two).get_config_file()
+    box = next(c for c in config["components"] if c["props"].get("elem_id") == "map-model")
+    labels = ["Small", "Large"] if allow else [MAP_LABEL]
+    assert [choice[0] for choice in box["props"]["choices"]] == labels
+    assert box["props"]["interactive"] is allow
+    assert str(map_model) not in json.dumps(config) and str(REPO) not in json.dumps(config)
 
 
 # ---------------------------------------------------------------- (b) one real server: its API and its page

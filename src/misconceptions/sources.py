@@ -52,6 +52,8 @@ def _hub_reason(err: BaseException | None) -> str:
     if hub_offline():
         return "offline: HF_HUB_OFFLINE is set and it is not in the local Hub cache"
     name = type(err).__name__ if err is not None else ""
+    if "Gated" in name:
+        return f"gated: accept its terms on the Hub and log in with a token that may read it ({name})"
     if "NotFound" in name or isinstance(err, FileNotFoundError):
         return f"not found there ({name})"
     if "Validation" in name:
