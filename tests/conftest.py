@@ -212,6 +212,7 @@ def eedi(eedi_data, tmp_path_factory):
         "candidates": folder / "candidates",
         "csv": eedi_data["train_csv"],
         "mapping": eedi_data["mapping_csv"],
+        "retrieved": folder / "retrieved.csv",
     }
 
 

@@ -110,9 +110,15 @@ def run_in_process(script: str, argv: list[str]) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def tools(small_map_csv, small_map_dataset, minilm_classifier, eedi_data, eedi, pointwise_run) -> dict:
+def tools(
+    small_map_csv, small_map_dataset, minilm_classifier, eedi_data, eedi, pointwise_run, tmp_path_factory
+) -> dict:
     """Per tool: (script, arguments of run 1, arguments added for run 2, the name of its final output)."""
     mapping = str(eedi_data["mapping_csv"])
+    candidates = load_from_disk(str(eedi["candidates"]))
+    subsets = {n: tmp_path_factory.mktemp("candidates") / f"first{n}" for n in (10, 20)}
+    for n, folder in subsets.items():  # few rows to rerank: the faults are in the writing
+        candidates.select(range(n)).save_to_disk(str(folder))
     return {
         "build_map": (
             "data_builders/build_map.py",
@@ -142,8 +148,8 @@ def tools(small_map_csv, small_map_dataset, minilm_classifier, eedi_data, eedi, 
         ),
         "rerank": (
             "scripts/rerank.py",
-            ["--model", str(pointwise_run), "--candidates", str(eedi["candidates"]), "--output_csv", "{out}"],
-            ["--rerank_top_k", "10"],
+            ["--model", str(pointwise_run), "--candidates", str(subsets[20]), "--output_csv", "{out}"],
+            ["--candidates", str(subsets[10])],  # fewer rows: a different output
             "reranked.csv",
         ),
     }

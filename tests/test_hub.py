@@ -260,7 +260,7 @@ def test_resolve_model_dir_names_and_revisions(tmp_path):
     assert split_revision("org/name@v2") == ("org/name", "v2")
     assert split_revision("org/name") == ("org/name", None)
     assert resolve_model_dir(str(tmp_path)) == str(tmp_path)
-    with pytest.raises(InputError, match="not a Hub model"):
+    with pytest.raises(InputError, match="'org/not-downloaded' is neither a folder here .* nor a model on the Hub"):
         resolve_model_dir("org/not-downloaded")
     with pytest.raises(InputError, match="not found"):
         resolve_model_dir("./no/such/folder")

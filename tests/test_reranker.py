@@ -302,11 +302,11 @@ def test_predict_eedi_runs_the_whole_pipeline(pointwise_run, eedi, tmp_path):
         "30",
     )
     sub = pd.read_csv(tmp_path / "submission.csv", dtype=str)
-    retrieved = pd.read_csv(eedi["csv"].parent.parent / "retrieved.csv", dtype=str)
+    retrieved = pd.read_csv(eedi["retrieved"], dtype=str)
     assert list(sub["QuestionId_Answer"]) == list(retrieved["QuestionId_Answer"])
     assert "Retrieved 30 candidates" in proc.stdout and "after reranking" in proc.stdout
     metrics = json.loads((tmp_path / "submission_metrics.json").read_text())
-    alone = json.loads((eedi["csv"].parent.parent / "retrieved_metrics.json").read_text())
+    alone = json.loads(eedi["retrieved"].with_name("retrieved_metrics.json").read_text())
     assert metrics["retriever_map@25"] == pytest.approx(alone["map@25"]) and metrics["rows"] == alone["rows"]
 
 
