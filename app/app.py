@@ -132,6 +132,13 @@ def build_demo(models: logic.ServedModels) -> gr.Blocks:
         done = "The {n} misconceptions closest to this wrong answer, best first."
         return respond(logic.predict_eedi, logic.EEDI_COLUMNS, "the Eedi search", done, *args)
 
+    def model_box(labels: list[str], label: str, elem_id: str) -> gr.Dropdown:
+        """The operator's models by label: fixed, or a dropdown with --allow_model_choice; never free text."""
+        value = labels[0] if labels else None
+        return gr.Dropdown(
+            choices=labels, value=value, label=label, interactive=settings.allow_model_choice, elem_id=elem_id
+        )
+
     with gr.Blocks(title="Misconceptions: why did the student get it wrong?", analytics_enabled=False) as demo:
         gr.Markdown(
             "# Why did the student get it wrong?\n"
@@ -139,13 +146,7 @@ def build_demo(models: logic.ServedModels) -> gr.Blocks:
         )
         status_kwargs = {"latex_delimiters": [], "sanitize_html": True}
         with gr.Tab("MAP: explain a student's answer", id="map", visible=bool(map_labels)):
-            map_model = gr.Dropdown(
-                choices=map_labels,
-                value=map_labels[0] if map_labels else None,
-                label="MAP model",
-                interactive=settings.allow_model_choice,
-                elem_id="map-model",
-            )
+            map_model = model_box(map_labels, "MAP model", "map-model")
             map_model_note = gr.Markdown(elem_id="map-model-note", **status_kwargs)
             question = gr.Dropdown(
                 choices=[("Type my own question", logic.CUSTOM_QUESTION)],
@@ -173,13 +174,7 @@ def build_demo(models: logic.ServedModels) -> gr.Blocks:
                 elem_id="map-results",
             )
         with gr.Tab("Eedi: diagnose a wrong answer", id="eedi", visible=bool(eedi_labels)):
-            eedi_model = gr.Dropdown(
-                choices=eedi_labels,
-                value=eedi_labels[0] if eedi_labels else None,
-                label="Eedi retriever",
-                interactive=settings.allow_model_choice,
-                elem_id="eedi-model",
-            )
+            eedi_model = model_box(eedi_labels, "Eedi retriever", "eedi-model")
             eedi_model_note = gr.Markdown(elem_id="eedi-model-note", **status_kwargs)
             eedi_question = gr.Textbox(label="Question", lines=2, elem_id="eedi-question")
             with gr.Row():

@@ -76,18 +76,17 @@ class ModelSpec:
 
 def parse_model_spec(text: str, setting: str) -> ModelSpec:
     """`LABEL=SOURCE` or `SOURCE` (labelled by its Hub id, builtin name or folder name) -> ModelSpec."""
+    from .sources import is_hub_id, split_revision
+
     text = text.strip()
     label, sep, source = text.partition("=")
-    if not sep:
-        source = text
-        name = source.rstrip("/")
-        label = name if not os.path.isdir(name) and "/" in name and not name.startswith((".", "/", "~")) else None
-        label = label or Path(name).name or name
+    if not sep:  # a Hub id or builtin name is its own label; a folder is shown by its name, never its path
+        source = text.rstrip("/")
+        hub_or_builtin = source.startswith("builtin:") or is_hub_id(split_revision(source)[0])
+        label = source if hub_or_builtin else Path(source).name
     label, source = label.strip(), source.strip()
     if not source:
         raise InputError(f"{setting}: empty model in {text!r}; expected LABEL=SOURCE or SOURCE")
-    if "/" in label and (label.startswith((".", "/", "~")) or label.count("/") > 1):
-        label = Path(label).name
     if not LABEL_PATTERN.fullmatch(label.replace("/", "-")):
         raise InputError(
             f"{setting}: model label {label!r} must be 1-80 letters, digits, spaces or .:@+-_ "
@@ -214,16 +213,16 @@ def markdown_text(text: str) -> str:
     return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", " ".join(str(text).split()))
 
 
-def _model_metrics(model_dir: str) -> str:
-    path = Path(model_dir) / "all_results.json"
+def _with_metrics(info: str, model_dir: str) -> str:
+    """`info` followed by the model's SHOWN_METRICS from its all_results.json, when it has any."""
     try:
-        results = json.loads(path.read_text())
+        results = json.loads((Path(model_dir) / "all_results.json").read_text())
     except (OSError, ValueError):
-        return ""
+        return info
     shown = [
         f"{name} {results[key]:.4f}" for key, name in SHOWN_METRICS.items() if isinstance(results.get(key), float)
     ]
-    return ", ".join(shown)
+    return f"{info}; {', '.join(shown)}" if shown else info
 
 
 @dataclass
@@ -276,10 +275,7 @@ class ServedModels:
             classifier = load_classifier(model_dir, backend=settings.backend)
             meta = classifier.meta
             info = f"MAP classification: {len(meta['labels'])} labels over {len(meta.get('questions', {}))} questions"
-            metrics = _model_metrics(model_dir)
-            served.map_models[spec.label] = ServedMap(
-                spec.label, classifier, info + (f"; {metrics}" if metrics else "")
-            )
+            served.map_models[spec.label] = ServedMap(spec.label, classifier, _with_metrics(info, model_dir))
         if settings.eedi_models:
             if not os.path.isfile(settings.misconceptions_csv):
                 raise InputError(
@@ -300,9 +296,8 @@ class ServedModels:
             retriever, meta = load_retriever(model_dir, backend=settings.backend)
             documents, _ = cached_document_embeddings(retriever, model_dir, names, settings.misconceptions_csv)
             info = f"Eedi retrieval over {len(names):,} misconceptions"
-            metrics = _model_metrics(model_dir)
             served.eedi_models[spec.label] = ServedEedi(
-                spec.label, retriever, meta, documents, info + (f"; {metrics}" if metrics else "")
+                spec.label, retriever, meta, documents, _with_metrics(info, model_dir)
             )
         return served
 

@@ -155,7 +155,7 @@ def build_map_dataset(
     return DatasetDict(splits)
 
 
-def load_dataset_any(name_or_path: str, kind: str = "dataset", **kwargs) -> DatasetDict:
+def load_dataset_any(name_or_path: str, kind: str = "dataset", expected: str = "", **kwargs) -> DatasetDict:
     """Load a dataset saved with `save_to_disk` (a local folder) or from the Hub by repo id (`@REVISION` optional),
     the same way; InputError in one line when it is neither (sources.not_found)."""
     if os.path.isdir(name_or_path):
@@ -167,11 +167,11 @@ def load_dataset_any(name_or_path: str, kind: str = "dataset", **kwargs) -> Data
             ) from None
     repo_id, revision = split_revision(name_or_path)  # ORG/NAME@REVISION
     if not is_hub_id(repo_id):
-        raise not_found(kind, name_or_path)
+        raise not_found(kind, name_or_path, expected=expected)
     try:
         return load_dataset(repo_id, revision=revision, **kwargs)
     except hub_lookup_errors() as err:
-        raise not_found(kind, name_or_path, err) from None
+        raise not_found(kind, name_or_path, err, expected=expected) from None
 
 
 def map_frame(split: Dataset) -> pd.DataFrame:

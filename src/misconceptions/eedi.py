@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from datasets import Dataset, DatasetDict, Features, Value, load_dataset
+from datasets import Dataset, DatasetDict, Features, Value
 
 from .data import load_dataset_any, read_csv_checked
 from .errors import InputError
-from .sources import hub_lookup_errors, is_hub_id, not_found, split_revision
 
 
 logger = logging.getLogger(__name__)
@@ -308,16 +307,11 @@ def load_eedi_dataset(name_or_path: str) -> tuple[DatasetDict, pd.DataFrame]:
         misconceptions = dataset[MISCONCEPTIONS_SPLIT].to_pandas()
         pairs = DatasetDict({k: v for k, v in dataset.items() if k != MISCONCEPTIONS_SPLIT})
     else:  # On the Hub the two tables are separate configs (their columns differ).
-        repo_id, revision = split_revision(name_or_path)  # ORG/NAME@REVISION
-        if not is_hub_id(repo_id):
-            raise not_found("dataset", name_or_path, expected="a folder written by data_builders/build_eedi.py")
-        try:
-            pairs = load_dataset(repo_id, revision=revision)
-            misconceptions = load_dataset(repo_id, MISCONCEPTIONS_CONFIG, split="train", revision=revision).to_pandas()
-        except hub_lookup_errors() as err:
-            raise not_found(
-                "dataset", name_or_path, err, expected="a folder written by data_builders/build_eedi.py"
-            ) from None
+        expected = "a folder written by data_builders/build_eedi.py"
+        pairs = load_dataset_any(name_or_path, expected=expected)
+        misconceptions = load_dataset_any(
+            name_or_path, expected=expected, name=MISCONCEPTIONS_CONFIG, split="train"
+        ).to_pandas()
     for column in MISCONCEPTION_COLUMNS:
         if column not in misconceptions.columns:
             raise InputError(f"{name_or_path}: the misconceptions table lacks column '{column}'")

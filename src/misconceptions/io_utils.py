@@ -68,6 +68,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def remove_stale_temporaries(final_path: Path) -> None:
     """Delete `.NAME.tmp-PID-*` / `.NAME.old-PID-*` beside `final_path` whose process is gone (killed mid-write)."""
     if not final_path.parent.is_dir():
@@ -77,19 +84,8 @@ def remove_stale_temporaries(final_path: Path) -> None:
         if not sibling.name.startswith(prefix):
             continue
         match = _STALE.match(sibling.name[len(prefix) - 1 :])
-        if match is None or _pid_alive(int(match.group(1))):
-            continue
-        if sibling.is_dir() and not sibling.is_symlink():
-            shutil.rmtree(sibling, ignore_errors=True)
-        else:
-            sibling.unlink(missing_ok=True)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+        if match is not None and not _pid_alive(int(match.group(1))):
+            _remove(sibling)
 
 
 def _write_error(final_path: Path, err: OSError) -> OutputError:
