@@ -110,7 +110,7 @@ $(EEDI_MODEL)/train_results.json: $(DEMO_DIR)/eedi/dataset_dict.json
 		--dataset_name $(DEMO_DIR)/eedi --output_dir $(EEDI_MODEL) $(EEDI_TRAIN_FLAGS)
 
 test: install browser
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=25 tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=25 -m "slow or not slow" tests
 
 # The app's browser test drives Debian's Chromium (Playwright never downloads a browser here). Installed when missing
 # and we may (root); otherwise the test is skipped with its reason, unless MISCONCEPTIONS_REQUIRE_BROWSER=1.

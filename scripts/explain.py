@@ -29,7 +29,9 @@ import logging
 from dataclasses import dataclass, field
 
 from misconceptions import InputError, cli_entry, pivot_wrong_answers, read_questions_csv
-from misconceptions.synthetic import explain_rows, load_backend, parse_settings
+from misconceptions.cli import setup_script_logging
+from misconceptions.explanations import explain_rows
+from misconceptions.generation import load_backend, parse_settings
 
 
 logger = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ def main(argv=None) -> dict:
     settings, args = parse_settings(
         argv, description=__doc__, extra_types=(ExplainArguments,), defaults={"temperature": 0.0, "max_new_tokens": 96}
     )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(name)s - %(message)s")
+    setup_script_logging()
     if not args.input_csv or not settings.output_dir:
         raise InputError("--input_csv and --output_dir are required")
     pairs = pivot_wrong_answers(read_questions_csv(args.input_csv))

@@ -37,13 +37,13 @@ import time
 from pathlib import Path
 
 from misconceptions import InputError, cli_entry, load_eedi_dataset, write_json
+from misconceptions.cli import setup_script_logging
+from misconceptions.generation import load_backend, parse_settings
 from misconceptions.synthetic import (
     FewShotPicker,
     GenerationStore,
     few_shot_pool,
     generate_questions,
-    load_backend,
-    parse_settings,
     summarize,
     target_misconceptions,
 )
@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 @cli_entry
 def main(argv=None) -> dict:
     (settings,) = parse_settings(argv, description=__doc__)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(name)s - %(message)s")
+    setup_script_logging()
     if not settings.dataset_name or not settings.output_dir:
         raise InputError("dataset_name and output_dir are required (in the recipe or as --dataset_name/--output_dir)")
 

@@ -29,13 +29,12 @@ the model (src/misconceptions/onnx_backend.py).
 import argparse
 import logging
 import time
-from pathlib import Path
 
 import pandas as pd
 
 from misconceptions import atomic_path, cli_entry, load_classifier, map_at_k, rank_dataframe, read_map_csv, write_json
+from misconceptions.cli import add_backend_argument, check_output_file, setup_script_logging
 from misconceptions.hub import resolve_model_dir
-from misconceptions.onnx_backend import BACKENDS, CPU_DEFAULTS
 from misconceptions.plots import plot_map, prediction_plots_dir
 
 
@@ -49,12 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_csv", required=True, help="where the submission CSV is written")
     parser.add_argument("--top_k", type=int, default=3, help="labels per row (default 3, the competition's)")
     parser.add_argument("--batch_size", type=int, default=64, help="rows per forward pass (default 64)")
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default="auto",
-        help=f"inference backend (default auto: {CPU_DEFAULTS['classifier']} on a CPU, torch on a GPU)",
-    )
+    add_backend_argument(parser, "classifier")
     parser.add_argument(
         "--restrict_labels",
         action=argparse.BooleanOptionalAction,
@@ -73,7 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 @cli_entry
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(name)s - %(message)s")
+    setup_script_logging()
+    output_csv = check_output_file(args.output_csv)
     df = read_map_csv(args.input_csv, require_labels=False, allow_empty_explanation=True)
     classifier = load_classifier(resolve_model_dir(args.model), backend=args.backend)
     started = time.perf_counter()
@@ -104,7 +99,6 @@ def main(argv=None) -> dict:
             "rows": len(df),
             "rows_with_unseen_labels": int(unseen.sum()),
         }
-    output_csv = Path(args.output_csv)
     with atomic_path(output_csv) as tmp:
         submission.to_csv(tmp, index=False)
     print(f"Wrote {len(submission)} rows to {output_csv}")

@@ -25,18 +25,12 @@ Usage:
 """
 
 import argparse
-import logging
-from pathlib import Path
 
 from misconceptions import InputError, cli_entry
+from misconceptions.cli import add_backend_argument, check_output_file, setup_script_logging
 from misconceptions.hub import resolve_model_dir
-from misconceptions.onnx_backend import BACKENDS, CPU_DEFAULTS
-from misconceptions.rerank import (
-    add_rerank_arguments,
-    check_rerank_arguments,
-    load_reranker,
-    rerank_and_write,
-)
+from misconceptions.rerank import add_rerank_arguments, check_rerank_arguments, rerank_and_write
+from misconceptions.rerank_model import load_reranker
 from misconceptions.retrieval import retrieve_candidates
 
 
@@ -51,12 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--explanations", default=None, help="scripts/explain.py folder: add <LLMOutput> to the queries"
     )
-    parser.add_argument(
-        "--backend",
-        default="auto",
-        choices=BACKENDS,
-        help=f"the retriever's inference backend (default auto: {CPU_DEFAULTS['retriever']} on a CPU, torch on a GPU)",
-    )
+    add_backend_argument(parser, "retriever")
     add_rerank_arguments(parser)
     return parser.parse_args(argv)
 
@@ -64,13 +53,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 @cli_entry
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(name)s - %(message)s")
+    setup_script_logging()
     check_rerank_arguments(args)
     if args.candidates_k < 25:
         raise InputError(f"--candidates_k must be at least 25 (the submission's length), got {args.candidates_k}")
-    output_csv = Path(args.output_csv)
-    if output_csv.is_dir():
-        raise InputError(f"{args.output_csv} is a folder; --output_csv must be a file path")
+    output_csv = check_output_file(args.output_csv)
     reranker_dir = resolve_model_dir(args.reranker)  # fail on a wrong reranker before the retrieval work
     candidates, _, info = retrieve_candidates(
         resolve_model_dir(args.retriever),

@@ -29,17 +29,13 @@ Usage:
 
 import argparse
 import logging
-from pathlib import Path
 
-from misconceptions import InputError, cli_entry, read_misconceptions_csv
+from misconceptions import cli_entry, read_misconceptions_csv
+from misconceptions.candidates import read_candidates
+from misconceptions.cli import check_output_file, setup_script_logging
 from misconceptions.hub import resolve_model_dir
-from misconceptions.rerank import (
-    add_rerank_arguments,
-    check_rerank_arguments,
-    load_reranker,
-    read_candidates,
-    rerank_and_write,
-)
+from misconceptions.rerank import add_rerank_arguments, check_rerank_arguments, rerank_and_write
+from misconceptions.rerank_model import load_reranker
 
 
 logger = logging.getLogger(__name__)
@@ -62,11 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 @cli_entry
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(name)s - %(message)s")
+    setup_script_logging()
     check_rerank_arguments(args)
-    output_csv = Path(args.output_csv)
-    if output_csv.is_dir():
-        raise InputError(f"{args.output_csv} is a folder; --output_csv must be a file path")
+    output_csv = check_output_file(args.output_csv)
     names = None
     if args.misconceptions_csv:
         mapping = read_misconceptions_csv(args.misconceptions_csv)

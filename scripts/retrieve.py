@@ -36,15 +36,15 @@ model (src/misconceptions/onnx_backend.py).
 
 import argparse
 import logging
-from pathlib import Path
 
 import numpy as np
 
 from misconceptions import InputError, atomic_path, cli_entry, retrieval_metrics, write_json
+from misconceptions.candidates import save_candidates, submission_frame
+from misconceptions.cli import add_backend_argument, check_output_file, setup_script_logging
 from misconceptions.hub import resolve_model_dir
-from misconceptions.onnx_backend import BACKENDS, CPU_DEFAULTS
 from misconceptions.plots import plot_eedi, prediction_plots_dir
-from misconceptions.retrieval import retrieve_candidates, save_candidates, submission_frame
+from misconceptions.retrieval import retrieve_candidates
 
 
 logger = logging.getLogger(__name__)
@@ -61,12 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--candidates_k", type=int, default=100, help="candidates saved per row (default 100)")
     parser.add_argument("--batch_size", type=int, default=64, help="texts per forward pass (default 64)")
     parser.add_argument("--use_faiss", action="store_true", help="search with a FAISS flat index (also exact)")
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default="auto",
-        help=f"inference backend (default auto: {CPU_DEFAULTS['retriever']} on a CPU, torch on a GPU)",
-    )
+    add_backend_argument(parser, "retriever")
     parser.add_argument("--cache_dir", default=None, help="embedding cache (default $MISCONCEPTIONS_CACHE/embeddings)")
     parser.add_argument(
         "--explanations", default=None, help="scripts/explain.py folder: add <LLMOutput> to the queries"
@@ -77,11 +72,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 @cli_entry
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(name)s - %(message)s")
+    setup_script_logging()
     if args.top_k < 1 or args.candidates_k < 1:
         raise InputError("--top_k and --candidates_k must be at least 1")
-    if Path(args.output_csv).is_dir():
-        raise InputError(f"{args.output_csv} is a folder; --output_csv must be a file path")
+    output_csv = check_output_file(args.output_csv)
 
     # 1-3. Validate the inputs (before loading the model), encode (misconceptions cached), exact search
     model_dir = resolve_model_dir(args.model)
@@ -102,7 +96,6 @@ def main(argv=None) -> dict:
 
     # 4. Submission, metrics when labelled, candidates when asked
     submission = submission_frame(candidates["QuestionId_Answer"].tolist(), ranked, args.top_k)
-    output_csv = Path(args.output_csv)
     with atomic_path(output_csv) as tmp:
         submission.to_csv(tmp, index=False)
     print(

@@ -39,21 +39,21 @@ from misconceptions import (
     load_dataset_any,
     map3_compute_metrics,
     map_frame,
-    parse_config,
     resolve_checkpoint,
     setup_logging,
     texts_for,
 )
+from misconceptions.cli import parse_recipe_args, use_cpu_cores
 
 
 logger = logging.getLogger(__name__)
 
 
-@cli_entry
-def main(script_args: ScriptArguments, training_args: ClassifierConfig, model_args: ModelConfig) -> None:
-    # 1. Seed, logging, and the checkpoint to resume from
+def train(script_args: ScriptArguments, training_args: ClassifierConfig, model_args: ModelConfig) -> None:
+    # 1. Seed, logging, the CPU threads, and the checkpoint to resume from
     set_seed(training_args.seed)
     setup_logging(training_args)
+    use_cpu_cores()
     logger.info("Script %s\nModel %s\nTraining %s", script_args, model_args, training_args)
     checkpoint = resolve_checkpoint(training_args)
 
@@ -105,6 +105,11 @@ def main(script_args: ScriptArguments, training_args: ClassifierConfig, model_ar
     finalize_classifier(trainer, train_result, script_args, training_args, model_args, train_df, eval_df, model_labels)
 
 
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    """Parse the recipe (`--config FILE`, or FILE first) and command-line overrides, then train."""
+    train(*parse_recipe_args(TrlParser((ScriptArguments, ClassifierConfig, ModelConfig)), argv))
+
+
 if __name__ == "__main__":
-    parser = TrlParser((ScriptArguments, ClassifierConfig, ModelConfig))
-    main(*parse_config(parser))
+    main()

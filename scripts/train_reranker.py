@@ -38,35 +38,32 @@ from misconceptions import (
     ScriptArguments,
     cli_entry,
     load_eedi_dataset,
-    parse_config,
     resolve_checkpoint,
     setup_logging,
 )
+from misconceptions.candidates import attach_folds, extra_candidate_rows, read_candidates
+from misconceptions.cli import parse_recipe_args, use_cpu_cores
 from misconceptions.eedi import seen_misconception_ids
 from misconceptions.errors import InputError
-from misconceptions.rerank import (
-    Reranker,
-    attach_folds,
+from misconceptions.listwise import build_listwise_model, listwise_sft_rows
+from misconceptions.pointwise import (
     build_cross_encoder,
-    build_listwise_model,
     cross_encoder_args,
-    extra_candidate_rows,
-    finalize_reranker,
-    listwise_sft_rows,
     pointwise_training_rows,
-    read_candidates,
     reranking_evaluator,
 )
+from misconceptions.rerank import finalize_reranker
+from misconceptions.rerank_model import Reranker
 
 
 logger = logging.getLogger(__name__)
 
 
-@cli_entry
-def main(script_args: ScriptArguments, training_args: RerankerConfig, model_args: ModelConfig) -> None:
-    # 1. Seed, logging, and the checkpoint to resume from
+def train(script_args: ScriptArguments, training_args: RerankerConfig, model_args: ModelConfig) -> None:
+    # 1. Seed, logging, the CPU threads, and the checkpoint to resume from
     set_seed(training_args.seed)
     setup_logging(training_args)
+    use_cpu_cores()
     logger.info("Script %s\nModel %s\nTraining %s", script_args, model_args, training_args)
     if not training_args.candidates:
         raise InputError("candidates is required: the folder written by scripts/retrieve.py --candidates_out")
@@ -161,6 +158,11 @@ def main(script_args: ScriptArguments, training_args: RerankerConfig, model_args
     finalize_reranker(trainer, train_result, reranker, meta, eval_df, training_args)
 
 
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    """Parse the recipe (`--config FILE`, or FILE first) and command-line overrides, then train."""
+    train(*parse_recipe_args(TrlParser((ScriptArguments, RerankerConfig, ModelConfig)), argv))
+
+
 if __name__ == "__main__":
-    parser = TrlParser((ScriptArguments, RerankerConfig, ModelConfig))
-    main(*parse_config(parser))
+    main()

@@ -41,23 +41,23 @@ from misconceptions import (
     load_eedi_dataset,
     make_evaluator,
     make_training_pairs,
-    parse_config,
     query_texts,
     resolve_checkpoint,
     setup_logging,
     split_fold,
 )
+from misconceptions.cli import parse_recipe_args, use_cpu_cores
 from misconceptions.eedi import extra_training_rows, seen_misconception_ids
 
 
 logger = logging.getLogger(__name__)
 
 
-@cli_entry
-def main(script_args: ScriptArguments, training_args: RetrieverConfig, model_args: ModelConfig) -> None:
-    # 1. Seed, logging, and the checkpoint to resume from
+def train(script_args: ScriptArguments, training_args: RetrieverConfig, model_args: ModelConfig) -> None:
+    # 1. Seed, logging, the CPU threads, and the checkpoint to resume from
     set_seed(training_args.seed)
     setup_logging(training_args)
+    use_cpu_cores()
     logger.info("Script %s\nModel %s\nTraining %s", script_args, model_args, training_args)
     checkpoint = resolve_checkpoint(training_args)
 
@@ -104,6 +104,11 @@ def main(script_args: ScriptArguments, training_args: RetrieverConfig, model_arg
     )
 
 
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    """Parse the recipe (`--config FILE`, or FILE first) and command-line overrides, then train."""
+    train(*parse_recipe_args(TrlParser((ScriptArguments, RetrieverConfig, ModelConfig)), argv))
+
+
 if __name__ == "__main__":
-    parser = TrlParser((ScriptArguments, RetrieverConfig, ModelConfig))
-    main(*parse_config(parser))
+    main()

@@ -14,9 +14,14 @@
 """Shared fixtures, built once per session: small real MAP and Eedi data (a few questions of ../shared/data), and
 the tiny trained models that several test modules read without changing them."""
 
+import contextlib
+import importlib.util
+import io
+import logging
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pandas as pd
@@ -26,19 +31,75 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MISCONCEPTIONS_DATA", REPO.parent / "shared" / "data"))
 MAP_TRAIN = DATA / "map" / "train.csv"
+SCRIPT_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "WANDB_DISABLED": "true"}
+os.environ.update(SCRIPT_ENV)  # the same environment for scripts run here and in subprocesses
+
+_scripts: dict[Path, object] = {}
 
 
-def run_script(*args: str, cwd: Path = REPO, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a repo script in a subprocess, offline, and return the completed process (output captured)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "WANDB_DISABLED": "true"}
-    proc = subprocess.run(
-        [sys.executable, *args], check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+def _script_module(path: Path):
+    """A repo script loaded once as a module (its `__main__` block not run), for calls to its `main(argv)`."""
+    if path not in _scripts:
+        spec = importlib.util.spec_from_file_location(f"script_{path.parent.name}_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _scripts[path] = module
+    return _scripts[path]
+
+
+def run_script(
+    *args: str, cwd: Path = REPO, timeout: int = 600, check: bool = True, subprocess_: bool = False
+) -> subprocess.CompletedProcess:
+    """Run a repo script with `args` and return its exit code, stdout and stderr (as a CompletedProcess).
+
+    By default the script's `main(argv)` runs in this process, with sys.argv, stdout, stderr and the log as the
+    command line would have them: a subprocess would spend ~10 s importing torch and transformers each time. Pass
+    `subprocess_=True` where the process boundary is what a test is about.
+    """
+    if subprocess_:
+        proc = subprocess.run(
+            [sys.executable, *args],
+            check=False,
+            cwd=cwd,
+            env={**os.environ, **SCRIPT_ENV},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    else:
+        proc = _run_in_process(args, cwd)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
         )
     return proc
+
+
+def _run_in_process(args: tuple[str, ...], cwd: Path) -> subprocess.CompletedProcess:
+    script, *argv = args
+    module = _script_module((cwd / script).resolve())
+    out, err = io.StringIO(), io.StringIO()
+    root, library = logging.getLogger(), logging.getLogger("transformers")  # transformers logs to its own handler
+    saved_handlers, saved_level = root.handlers[:], root.level
+    library_handler = logging.StreamHandler(err)
+    library.addHandler(library_handler)
+    saved_argv, sys.argv = sys.argv, [script, *argv]
+    code = 0
+    try:
+        with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                module.main(list(argv))
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+            except Exception:  # noqa: BLE001 - what the interpreter would print before exiting 1
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = saved_argv
+        library.removeHandler(library_handler)
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")

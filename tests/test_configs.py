@@ -20,6 +20,7 @@ import yaml
 from trl import ModelConfig, TrlParser
 
 from misconceptions import ClassifierConfig, RerankerConfig, RetrieverConfig, ScriptArguments
+from misconceptions.cli import parse_recipe_args
 
 from .conftest import REPO, run_script
 
@@ -46,7 +47,9 @@ def parser_for(recipe: Path):
 
 @pytest.mark.parametrize("recipe", [r for r in TRAINING_RECIPES if r.parent.name in PARSERS], ids=lambda p: p.name)
 def test_recipe_parses(recipe):
-    script_args, training_args, model_args = parser_for(recipe).parse_args_and_config(["--config", str(recipe)])
+    script_args, training_args, model_args = parse_recipe_args(parser_for(recipe), ["--config", str(recipe)])
+    # given first, as people type it, the recipe parses the same (a misleading "dataset_name is required" before)
+    assert parse_recipe_args(parser_for(recipe), [str(recipe)]) == (script_args, training_args, model_args)
     assert script_args.dataset_name and training_args.output_dir.startswith("data/")
     assert training_args.seed == 42 and training_args.run_name and training_args.hub_model_id
     assert model_args.model_name_or_path
@@ -86,7 +89,7 @@ def test_bad_value_and_missing_recipe_fail_clearly(tmp_path):
 
 @pytest.mark.parametrize("recipe", SYNTHETIC_RECIPES, ids=lambda p: p.name)
 def test_synthetic_recipe_parses(recipe):
-    from misconceptions.synthetic import parse_settings
+    from misconceptions.generation import parse_settings
 
     (settings,) = parse_settings(["--config", str(recipe)])
     assert settings.dataset_name and settings.output_dir.startswith("data/") and settings.model_name_or_path
@@ -94,7 +97,7 @@ def test_synthetic_recipe_parses(recipe):
 
 
 def test_synthetic_seed_recipe_is_the_seed():
-    from misconceptions.synthetic import parse_settings
+    from misconceptions.generation import parse_settings
 
     (s,) = parse_settings(["--config", str(REPO / "recipes" / "eedi" / "synthetic-qwen72b-awq.yaml")])
     assert (s.backend, s.model_name_or_path, s.quantization) == ("vllm", "Qwen/Qwen2.5-72B-Instruct-AWQ", "awq")

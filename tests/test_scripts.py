@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -26,6 +27,7 @@ import torch
 from safetensors.torch import load_file
 
 from misconceptions import CLASSIFIER_META, resolve_model_path
+from misconceptions.cli import accelerate_set_one_thread
 
 from .conftest import MAP_MINILM, MAP_TINY, REPO, run_script
 
@@ -243,13 +245,13 @@ def _count_4bit_layers(model_dir) -> int:
     return sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
 
 
-def test_killed_training_resumes_from_last_checkpoint(small_map_dataset, tmp_path):
+@pytest.mark.slow
+def test_killed_training_resumes_from_last_checkpoint_under_plain_accelerate_launch(small_map_dataset, tmp_path):
+    """Killed with SIGKILL after checkpoint-10, the run resumes from its last checkpoint when run again. The rerun is
+    the plain `accelerate launch script RECIPE ...` people type (recipe first, no launch flags): it must parse the
+    recipe and train on every core, not on the one thread accelerate's default OMP_NUM_THREADS=1 gives."""
     out = tmp_path / "resume"
-    command = [
-        sys.executable,
-        "scripts/train_classifier.py",
-        "--config",
-        str(MINILM),
+    overrides = [
         "--dataset_name",
         str(small_map_dataset),
         "--output_dir",
@@ -271,8 +273,14 @@ def test_killed_training_resumes_from_last_checkpoint(small_map_dataset, tmp_pat
         "--max_length",
         "32",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"} | {"HF_HUB_OFFLINE": "1"}
+    first = subprocess.Popen(
+        [sys.executable, "scripts/train_classifier.py", "--config", str(MINILM), *overrides],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not (out / "checkpoint-10" / "trainer_state.json").exists():
         assert first.poll() is None, "training ended before it could be killed"
@@ -283,9 +291,13 @@ def test_killed_training_resumes_from_last_checkpoint(small_map_dataset, tmp_pat
     assert not (out / "train_results.json").exists(), "killed before finishing"
     last = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
     assert 10 <= last < 60
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    command = [accelerate, "launch", "scripts/train_classifier.py", str(MINILM), *overrides]
     proc = subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
+    cores = len(os.sched_getaffinity(0))
+    assert f"Training on the CPU with {cores} threads" in log, [line for line in log.splitlines() if "thread" in line]
     assert "Resuming training from the last checkpoint" in log and "checkpoint-" in log
     resumed_from = int(log.split("Resuming training from the last checkpoint:")[1].split("checkpoint-")[1].split()[0])
     assert resumed_from >= last
@@ -294,3 +306,16 @@ def test_killed_training_resumes_from_last_checkpoint(small_map_dataset, tmp_pat
     # The rerun logged only the steps after the checkpoint: it did not start over.
     logged_steps = [entry["step"] for entry in state["log_history"] if "loss" in entry]
     assert logged_steps and min(logged_steps) > 0
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "environ", "expected"),
+    [
+        (["/venv/bin/python", "/venv/bin/accelerate", "launch", "train.py"], ["PATH=/bin"], True),
+        (["accelerate", "launch", "--num_cpu_threads_per_process", "1", "train.py"], [], False),
+        (["accelerate", "launch", "train.py"], ["OMP_NUM_THREADS=1"], False),  # the user's own setting
+        (["python", "train.py"], [], False),  # not launched by accelerate: OMP_NUM_THREADS=1 is the user's
+    ],
+)
+def test_only_accelerates_own_thread_default_is_overridden(cmdline, environ, expected):
+    assert accelerate_set_one_thread(cmdline, environ) is expected

@@ -33,7 +33,9 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
+from .cli import recipe_first
 from .errors import HubPushError
+from .model_utils import resolve_model_path
 from .sources import hub_lookup_errors, is_hub_id, not_found, split_revision
 
 
@@ -79,7 +81,7 @@ def launch_command(script: str | None = None, argv: list[str] | None = None) -> 
 
 def recipe_path() -> str | None:
     """The `--config` YAML of this run, if any."""
-    argv = sys.argv[1:]
+    argv = recipe_first(sys.argv[1:])
     for i, arg in enumerate(argv):
         if arg == "--config" and i + 1 < len(argv):
             return argv[i + 1]
@@ -353,8 +355,6 @@ def resolve_model_dir(name_or_path: str, kind: str = "model") -> str:
     if os.path.isdir(name_or_path):
         return name_or_path
     if name_or_path.startswith("builtin:"):
-        from .model_utils import resolve_model_path
-
         return resolve_model_path(name_or_path)
     repo_id, revision = split_revision(name_or_path)
     if not is_hub_id(repo_id):

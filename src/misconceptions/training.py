@@ -34,6 +34,7 @@ def setup_logging(training_args) -> None:
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
         datefmt="%Y-%m-%d %H:%M:%S",
         handlers=[logging.StreamHandler(sys.stdout)],
+        force=True,  # main(argv) called again in one process logs to that call's stdout
     )
     level = training_args.get_process_log_level()
     # The project's own messages (resume point, saved files) show at INFO on the main process even when the
