@@ -124,7 +124,7 @@ def main(argv=None) -> dict:
         "methods": {},
     }
 
-    # 1. TF-IDF over the seed's query text
+    # 1. TF-IDF over the Eedi reference solution's query text (`<Question> ... <Correct Answer> ...`)
     started = time.perf_counter()
     ranked = ranked_from_scores(tfidf_scores(seed_queries, documents), corpus_ids)
     results["methods"]["tfidf"] = retrieval_metrics(actual, ranked, seen) | {"seconds": time.perf_counter() - started}

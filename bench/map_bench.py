@@ -12,8 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """MAP benchmark: quality of recipes/map/minilm-cpu.yaml against TF-IDF + logistic regression on the same split,
-the effect of the two prediction options, and speed against the seed's naive setting (fixed max-length padding,
-random batches; Trainer.predict on padded inputs), all in one run.
+the effect of the two prediction options, and speed against the MAP reference solution's naive setting (fixed
+max-length padding, random batches; Trainer.predict on padded inputs), all in one run.
 
 Usage:
 
@@ -97,7 +97,7 @@ def tfidf_baseline(train_df, val_df, seed: int) -> dict:
 
 
 def naive_predict_rows_per_second(model, tokenizer, meta, val_df, batch_size: int) -> tuple[float, np.ndarray]:
-    """The seed's inference: Trainer.predict over inputs padded to max_length, in file order."""
+    """The MAP reference solution's inference: Trainer.predict over inputs padded to max_length, in file order."""
     ds = Dataset.from_dict({"text": texts_for(val_df, meta["text_template"])})
     ds = ds.map(
         lambda b: tokenizer(b["text"], truncation=True, max_length=meta["max_length"], padding="max_length"),

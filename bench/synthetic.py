@@ -16,9 +16,9 @@ retriever's MAP@25 on the held-out fold's unseen misconceptions trained without 
 (same fold, same recipe, same seed, one run).
 
 The generator writes questions for the misconceptions of the held-out fold that have no training row (what the
-unseen MAP@25 measures). On a GPU the seed generates for every misconception without training data; here, on 2
-CPU cores, that would take hours, so the targets are narrowed to the ones the fold tests (`--max_misconceptions`
-narrows further).
+unseen MAP@25 measures). On a GPU the Eedi reference solution (README, "Where the recipes come from") generates
+for every misconception without training data; here, on 2 CPU cores, that would take hours, so the targets are
+narrowed to the ones the fold tests (`--max_misconceptions` narrows further).
 
 Usage:
 

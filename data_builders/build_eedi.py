@@ -12,11 +12,12 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """Build the Eedi retrieval dataset: validated CSVs pivoted to one row per (question, wrong answer), with the
-correct and wrong answer texts, construct, subject, the misconception id (an int) and name, the seed's query text,
-and a grouped `fold` column. Splits: `train` (labelled rows, every fold), `unlabelled` (wrong answers without a
-misconception: inference only, never positives), `misconceptions` (id, name). Saved with `save_to_disk`; beside it,
-`fold<k>.csv` holds each fold's questions in the competition's wide layout (for `scripts/retrieve.py --input_csv`)
-and `misconception_mapping.csv` a copy of the mapping. On the Hub the misconceptions are the config `misconceptions`.
+correct and wrong answer texts, construct, subject, the misconception id (an int) and name, the query text of the
+Eedi reference solution (README, "Where the recipes come from"), and a grouped `fold` column. Splits: `train`
+(labelled rows, every fold), `unlabelled` (wrong answers without a misconception: inference only, never positives),
+`misconceptions` (id, name). Saved with `save_to_disk`; beside it, `fold<k>.csv` holds each fold's questions in the
+competition's wide layout (for `scripts/retrieve.py --input_csv`) and `misconception_mapping.csv` a copy of the
+mapping. On the Hub the misconceptions are the config `misconceptions`.
 
 Usage:
 
@@ -31,6 +32,7 @@ import logging
 from pathlib import Path
 
 from misconceptions import InputError, atomic_path, build_eedi_dataset, cli_entry
+from misconceptions.cli import setup_script_logging
 from misconceptions.eedi import FOLD_BY, eedi_hub_configs, write_wide_csv
 from misconceptions.hub import add_push_arguments, dataset_card, launch_command, push_built_dataset
 
@@ -61,7 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 @cli_entry
 def main(argv=None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(name)s - %(message)s")
+    setup_script_logging()
     output_dir = Path(args.output_dir)
     if output_dir.exists() and not args.overwrite:
         raise InputError(f"{output_dir} already exists; pass --overwrite to replace it")

@@ -11,9 +11,10 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Build the MAP dataset: validated rows, `label` (Category:Misconception, a ClassLabel), the seed's prompt, and a
-stratified train/validation split (single-member classes go to train). Saved with `save_to_disk`; each split is
-also written as `<split>.csv` in the competition layout, for `scripts/predict_classifier.py --input_csv`.
+"""Build the MAP dataset: validated rows, `label` (Category:Misconception, a ClassLabel), the MAP reference
+solution's prompt (README, "Where the recipes come from"), and a stratified train/validation split (single-member
+classes go to train). Saved with `save_to_disk`; each split is also written as `<split>.csv` in the competition
+layout, for `scripts/predict_classifier.py --input_csv`.
 
 Usage:
 
@@ -26,6 +27,7 @@ import logging
 from pathlib import Path
 
 from misconceptions import InputError, atomic_path, build_map_dataset, cli_entry
+from misconceptions.cli import setup_script_logging
 from misconceptions.hub import add_push_arguments, dataset_card, launch_command, push_built_dataset
 
 
@@ -49,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 @cli_entry
 def main(argv=None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(name)s - %(message)s")
+    setup_script_logging()
     output_dir = Path(args.output_dir)
     if output_dir.exists() and not args.overwrite:
         raise InputError(f"{output_dir} already exists; pass --overwrite to replace it")

@@ -34,6 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from misconceptions import InputError, atomic_path, cli_entry, read_misconceptions_csv
+from misconceptions.cli import setup_script_logging
 from misconceptions.eedi import eedi_hub_configs, write_wide_csv
 from misconceptions.hub import add_push_arguments, dataset_card, launch_command, push_built_dataset
 from misconceptions.synthetic import read_generations, synthetic_dataset, synthetic_questions
@@ -57,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 @cli_entry
 def main(argv=None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(name)s - %(message)s")
+    setup_script_logging()
     output_dir = Path(args.output_dir)
     if output_dir.exists() and not args.overwrite:
         raise InputError(f"{output_dir} already exists; pass --overwrite to replace it")
