@@ -34,7 +34,6 @@ time-out message. The API (gradio_client: /predict_map, /predict_eedi) has the s
 """
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
@@ -45,6 +44,7 @@ from starlette.middleware import Middleware
 
 from misconceptions import InputError
 from misconceptions import app as logic
+from misconceptions.cli import setup_script_logging
 from misconceptions.onnx_backend import BACKENDS
 
 
@@ -276,7 +276,7 @@ def settings_from_args(args: argparse.Namespace) -> logic.AppSettings:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(name)s - %(message)s")
+    setup_script_logging()
     try:
         models = logic.ServedModels.load(settings_from_args(args))
     except InputError as err:  # the operator's console: one line, then exit

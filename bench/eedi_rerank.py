@@ -31,14 +31,9 @@ import numpy as np
 import torch
 
 from misconceptions import write_json
-from misconceptions.rerank import (
-    apply_orders,
-    load_reranker,
-    orders_from_logprobs,
-    pointwise_logprobs,
-    rerank_frame,
-    rerank_metrics,
-)
+from misconceptions.pointwise import orders_from_logprobs, pointwise_logprobs
+from misconceptions.rerank import apply_orders, rerank_frame, rerank_metrics
+from misconceptions.rerank_model import load_reranker
 from misconceptions.retrieval import retrieve_candidates
 
 

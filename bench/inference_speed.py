@@ -19,7 +19,7 @@ backends; then MAP@25).
 
 Every measurement runs in its own process (peak RSS is per process); the ONNX exports are built first, so no
 measurement includes an export. The machine's load average is recorded around each one. optimum could not be used:
-optimum-onnx requires transformers<4.58 (see src/misconceptions/onnx_backend.py).
+optimum-onnx requires transformers<4.58 (see src/misconceptions/onnx_export.py).
 
 Usage:
 

@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Why `onnx_backend.QUANTIZATION` is what it is: int8 variants of the trained models, speed and accuracy by batch size.
+"""Why `onnx_export.QUANTIZATION` is what it is: int8 variants of the trained models, speed and accuracy by batch size.
 
 For the MAP classifier (end to end with `rank_dataframe`, MAP@3 on the validation split) and the Eedi retriever
 (query encoding, MAP@25 on the held-out fold), in one process per model, against torch and fp32 ONNX:
@@ -73,14 +73,14 @@ def make_variants(fp32: Path, work: Path, model, tokenizer, input_names: list[st
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers import optimizer
 
-    from misconceptions import onnx_backend
+    from misconceptions import onnx_export
 
-    settings = onnx_backend.quantization_settings()
+    settings = onnx_export.quantization_settings()
     paths = {variant: work / f"{variant}.onnx" for variant in VARIANTS}
-    onnx_backend._quantize(fp32, paths["all"], settings)
-    onnx_backend._quantize(fp32, paths["keep-down"], settings, nodes_to_exclude=down_projections(fp32))
-    onnx_backend._export(model, tokenizer, input_names, output, work / "sdpa.onnx", eager_attention=False)
-    onnx_backend._quantize(work / "sdpa.onnx", paths["all-sdpa"], settings)
+    onnx_export._quantize(fp32, paths["all"], settings)
+    onnx_export._quantize(fp32, paths["keep-down"], settings, nodes_to_exclude=down_projections(fp32))
+    onnx_export._export(model, tokenizer, input_names, output, work / "sdpa.onnx", eager_attention=False)
+    onnx_export._quantize(work / "sdpa.onnx", paths["all-sdpa"], settings)
     config = model.config
     fused = optimizer.optimize_model(
         str(fp32), model_type="bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size
@@ -111,7 +111,7 @@ def op_profile(path: Path, batches: list[dict]) -> dict:
     """Each op type's share of ONNX Runtime's kernel time over one pass of the batches, and the attention core's."""
     import onnxruntime as ort
 
-    from misconceptions.onnx_backend import num_threads
+    from misconceptions.onnx_export import num_threads
 
     options = ort.SessionOptions()
     options.enable_profiling = True
@@ -145,7 +145,7 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 
 def map_worker(args) -> dict:
     from misconceptions import load_classifier, map_at_k, rank_dataframe, read_map_csv, texts_for
-    from misconceptions.onnx_backend import OnnxSession
+    from misconceptions.onnx_export import OnnxSession
 
     df = read_map_csv(args.map_csv, require_labels=True, allow_empty_explanation=True)
     labels = df["label"].tolist()
@@ -179,7 +179,7 @@ def eedi_worker(args) -> dict:
 
     from misconceptions import load_retriever, retrieval_metrics, search
     from misconceptions.eedi import query_texts
-    from misconceptions.onnx_backend import OnnxSession
+    from misconceptions.onnx_export import OnnxSession
     from misconceptions.retrieval import encode_documents, encode_queries
 
     misconceptions, rows = labelled_eedi_rows(args)
@@ -253,7 +253,7 @@ def main() -> None:
         return
     from inference_speed import cpu_info
 
-    from misconceptions.onnx_backend import cpu_has_vnni
+    from misconceptions.onnx_export import cpu_has_vnni
 
     out = {"command": "python " + " ".join([f"bench/{Path(__file__).name}", *sys.argv[1:]]), "cpu": cpu_info()}
     out["reduce_range"] = not cpu_has_vnni()

@@ -435,7 +435,7 @@ def test_lora_gets_its_own_learning_rate(tmp_path):
 
 
 def test_seed_recipes_are_the_seed():
-    from misconceptions.retrieval import NoFalseNegativesBatchSampler
+    from misconceptions.retrieval_training import NoFalseNegativesBatchSampler
 
     for name in ("exp010", "exp012"):
         parser = TrlParser((ScriptArguments, RetrieverConfig, ModelConfig))
@@ -458,7 +458,7 @@ def test_no_false_negatives_sampler_fills_batches_that_no_duplicates_cannot():
     while guaranteeing what the loss needs: distinct positives, and no row's positive among the batch's negatives."""
     from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 
-    from misconceptions.retrieval import NoFalseNegativesBatchSampler
+    from misconceptions.retrieval_training import NoFalseNegativesBatchSampler
 
     rng = np.random.default_rng(0)
     names = [f"misconception {i}" for i in range(400)]

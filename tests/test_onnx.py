@@ -32,12 +32,14 @@ from misconceptions import (
     load_retriever,
     map_at_k,
     onnx_backend,
+    onnx_export,
     rank_dataframe,
     read_map_csv,
     resolve_model_path,
     texts_for,
 )
-from misconceptions.onnx_backend import OnnxSentenceEncoder, onnx_cache_folder, resolve_backend
+from misconceptions.onnx_backend import OnnxSentenceEncoder, resolve_backend
+from misconceptions.onnx_export import onnx_cache_folder
 
 from .conftest import REPO, run_script
 from .test_eedi_data import write_small_eedi
@@ -108,8 +110,8 @@ def test_classifier_onnx_matches_torch_and_is_cached(classifier_dir, validation_
 
 def test_cache_reused_then_rebuilt_when_weights_change(classifier_copy, validation_df, monkeypatch):
     exports = []
-    real_export = onnx_backend._export
-    monkeypatch.setattr(onnx_backend, "_export", lambda *a, **k: exports.append(1) or real_export(*a, **k))
+    real_export = onnx_export._export
+    monkeypatch.setattr(onnx_export, "_export", lambda *a, **k: exports.append(1) or real_export(*a, **k))
     first_clf = load_classifier(str(classifier_copy), backend="onnx")
     texts = texts_for(validation_df, first_clf.meta.get("text_template"))
     first = first_clf.predict_probs(texts)
@@ -160,18 +162,18 @@ def test_export_is_eager_and_int8_quantizes_every_weight_matmul(classifier_dir):
     assert len(_fp32_weight_matmuls(encoder_folder / "model.onnx")) == 6 * 6
     assert _fp32_weight_matmuls(encoder_folder / "model.int8.onnx") == []
     stored = json.loads((folder / "export.json").read_text())
-    assert stored["quantization"] == onnx_backend.quantization_settings()
+    assert stored["quantization"] == onnx_export.quantization_settings()
 
 
 def test_int8_is_redone_when_the_cpu_changes(classifier_copy, monkeypatch):
     """7-bit weights without VNNI, 8-bit with it: a model folder moved to another CPU is quantized again."""
     quantized = []
-    real_quantize = onnx_backend._quantize
+    real_quantize = onnx_export._quantize
     monkeypatch.setattr(
-        onnx_backend, "_quantize", lambda *a: quantized.append(a[2]["reduce_range"]) or real_quantize(*a)
+        onnx_export, "_quantize", lambda *a: quantized.append(a[2]["reduce_range"]) or real_quantize(*a)
     )
     for vnni in (False, False, True):
-        monkeypatch.setattr(onnx_backend, "cpu_has_vnni", lambda vnni=vnni: vnni)
+        monkeypatch.setattr(onnx_export, "cpu_has_vnni", lambda vnni=vnni: vnni)
         load_classifier(str(classifier_copy), backend="onnx-int8")
     assert quantized == [True, False]  # reused on the same CPU, redone with full-range weights on a VNNI one
     stored = json.loads((classifier_copy / ".onnx" / "export.json").read_text())

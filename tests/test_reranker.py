@@ -28,20 +28,18 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl import SFTConfig, SFTTrainer
 
 from misconceptions import InputError, resolve_model_path
-from misconceptions.rerank import (
+from misconceptions.candidates import attach_folds, read_candidates
+from misconceptions.listwise import (
     OPTION_LABELS,
-    RERANKER_META,
-    Reranker,
-    attach_folds,
     fit_candidates,
     listwise_messages,
     listwise_sft_rows,
     option_token_ids,
     prompt_ids,
-    read_candidates,
     rerank_listwise,
     window_starts,
 )
+from misconceptions.rerank_model import RERANKER_META, Reranker
 
 from .conftest import REPO, run_script
 
@@ -397,7 +395,7 @@ def test_seed_reranker_recipe_is_the_seed():
 
 
 def test_blend_moves_from_the_reranker_to_the_retriever():
-    from misconceptions.rerank import orders_from_logprobs
+    from misconceptions.pointwise import orders_from_logprobs
 
     reranker = [np.log(np.array([0.1, 0.2, 0.7]))]  # the reranker prefers candidate 2
     retriever = [np.array([0.9, 0.5, 0.1])]  # the retriever prefers candidate 0 (cosine scores)

@@ -34,21 +34,17 @@ from misconceptions import (
     resolve_model_path,
 )
 from misconceptions.eedi import extra_training_rows, sample_by_weight
+from misconceptions.explanations import attach_explanations, explain_rows, explanation_key
+from misconceptions.generation import GenerationSettings
+from misconceptions.io_utils import read_jsonl
+from misconceptions.question_format import INVALID_REASONS, QUESTION_PREFILL, parse_question
 from misconceptions.synthetic import (
     GENERATIONS_FILE,
-    INVALID_REASONS,
-    QUESTION_PREFILL,
     FewShotPicker,
-    GenerationSettings,
     GenerationStore,
-    attach_explanations,
-    explain_rows,
-    explanation_key,
     few_shot_pool,
     generate_questions,
-    parse_question,
     question_conversation,
-    read_jsonl,
     summarize,
     synthetic_questions,
     target_misconceptions,

@@ -21,7 +21,9 @@ from collections import Counter
 import pytest
 
 from misconceptions import build_eedi_dataset
-from misconceptions.synthetic import GENERATIONS_FILE, QUESTION_PREFILL, read_jsonl
+from misconceptions.io_utils import read_jsonl
+from misconceptions.question_format import QUESTION_PREFILL
+from misconceptions.synthetic import GENERATIONS_FILE
 
 from .conftest import REPO, run_script
 from .test_eedi_data import write_small_eedi

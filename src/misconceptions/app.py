@@ -14,9 +14,10 @@
 """The logic behind the teacher-facing app (`app/app.py`): the operator's models, validated form inputs -> tables.
 
 The page is public, so it never takes a server path or a model id: the operator fixes the models and the
-misconception list at start (`AppSettings`, from flags or environment variables), `ServedModels.load` loads them all
-then, and the page names them only by their label (with `allow_model_choice`, picked from the operator's list). Every
-message the page shows is built here from fixed text; none quotes a file, a server path or an exception.
+misconception list at start (`AppSettings`, from flags or environment variables; see `app_settings`),
+`ServedModels.load` loads them all then, and the page names them only by their label (with `allow_model_choice`,
+picked from the operator's list). Every message the page shows is built here from fixed text; none quotes a file, a
+server path or an exception.
 
 MAP: question + chosen answer + explanation -> the top `Category:Misconception` labels with their probabilities,
 ranked exactly as `rank_dataframe` ranks them. Eedi: question + correct answer + wrong answer -> the nearest
@@ -39,7 +40,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+# The settings are re-exported: app/app.py reads everything through this module.
+from .app_settings import AppSettings, ModelSpec, default_settings, parse_model_spec, parse_model_specs  # noqa: F401
+
+# The model code is imported here, at module level and so in the importing thread: gradio runs the page's handlers
+# in worker threads, and two of them importing scikit-learn for the first time at once can get a half-initialized
+# module.
+from .classifier import CLASSIFIER_META, LabelRanker, load_classifier, rank_dataframe, texts_for
+from .eedi import query_texts, read_misconceptions_csv
 from .errors import InputError
+from .hub import resolve_model_dir
+from .onnx_backend import resolve_backend
+from .retrieval import cached_document_embeddings, encode_queries, load_retriever, search
 
 
 logger = logging.getLogger(__name__)
@@ -53,7 +65,6 @@ MAP_COLUMNS = ["Rank", "Label", "Misconception", "Probability", "Fits the questi
 EEDI_COLUMNS = ["Rank", "MisconceptionId", "Misconception", "Similarity"]
 MAKE_HINT = "The demo models are made by `make demo` (`make demo DEMO_FAST=1` for quick ones)."
 BUSY = "The server is busy: please try again in a moment."
-LABEL_PATTERN = re.compile(r"[\w][\w .:@+-]{0,79}")  # what a model label may be: no slashes of a path
 # Metrics shown beside a model's name (from the all_results.json its card's metrics table is built from).
 SHOWN_METRICS = {
     "eval_map@3": "validation MAP@3",
@@ -63,104 +74,6 @@ SHOWN_METRICS = {
 }
 
 _lock = threading.RLock()  # one forward pass at a time: torch and ONNX Runtime already use every core
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """An operator-configured model: `label` is all the page ever shows or accepts; `source` (a folder, a Hub id or
-    a `builtin:` name) stays on the server."""
-
-    label: str
-    source: str
-
-
-def parse_model_spec(text: str, setting: str) -> ModelSpec:
-    """`LABEL=SOURCE` or `SOURCE` (labelled by its Hub id, builtin name or folder name) -> ModelSpec."""
-    from .sources import is_hub_id, split_revision
-
-    text = text.strip()
-    label, sep, source = text.partition("=")
-    if not sep:  # a Hub id or builtin name is its own label; a folder is shown by its name, never its path
-        source = text.rstrip("/")
-        hub_or_builtin = source.startswith("builtin:") or is_hub_id(split_revision(source)[0])
-        label = source if hub_or_builtin else Path(source).name
-    label, source = label.strip(), source.strip()
-    if not source:
-        raise InputError(f"{setting}: empty model in {text!r}; expected LABEL=SOURCE or SOURCE")
-    if not LABEL_PATTERN.fullmatch(label.replace("/", "-")):
-        raise InputError(
-            f"{setting}: model label {label!r} must be 1-80 letters, digits, spaces or .:@+-_ "
-            "(give one as LABEL=SOURCE)"
-        )
-    return ModelSpec(label, source)
-
-
-def parse_model_specs(values: list[str] | str | None, setting: str) -> list[ModelSpec]:
-    """Model specs from repeated flags or one comma-separated environment variable; labels must be unique."""
-    if isinstance(values, str):
-        values = [values]
-    items = [part for value in values or [] for part in value.split(",") if part.strip()]
-    specs = [parse_model_spec(item, setting) for item in items]
-    labels = [spec.label for spec in specs]
-    duplicates = sorted({label for label in labels if labels.count(label) > 1})
-    if duplicates:
-        raise InputError(f"{setting}: the label(s) {duplicates} are given twice; name them with LABEL=SOURCE")
-    return specs
-
-
-@dataclass
-class AppSettings:
-    """What the operator fixes: the models (the first of each list is the default), the misconception list, the
-    inference backend, whether visitors may pick among the models, and the load limits."""
-
-    map_models: list[ModelSpec]
-    eedi_models: list[ModelSpec]
-    misconceptions_csv: str
-    backend: str = "auto"
-    allow_model_choice: bool = False
-    concurrency_limit: int = 2  # requests computed at once (they share the cores)
-    max_queue: int = 32  # requests waiting; more are refused with the busy message
-    request_timeout: float = 30.0  # seconds one request may take before it is answered with a time-out message
-
-    def __post_init__(self) -> None:
-        for task, specs in (("MAP", self.map_models), ("Eedi", self.eedi_models)):
-            if len(specs) > 1 and not self.allow_model_choice:
-                raise InputError(
-                    f"{len(specs)} {task} models given: give one, or pass --allow_model_choice to let visitors pick "
-                    "among them"
-                )
-        if self.concurrency_limit < 1 or self.max_queue < 1 or self.request_timeout <= 0:
-            raise InputError("concurrency_limit and max_queue must be at least 1, request_timeout above 0")
-
-
-def default_settings(repo_root: str | os.PathLike = ".") -> AppSettings:
-    """Defaults: env MISCONCEPTIONS_MAP_MODEL / _EEDI_MODEL (comma-separated LABEL=SOURCE lists) / _MAPPING_CSV /
-    _BACKEND / _ALLOW_MODEL_CHOICE / _CONCURRENCY / _MAX_QUEUE / _REQUEST_TIMEOUT, else the demo models, the shared
-    data, the `auto` backend and the limits above."""
-    root = Path(repo_root)
-    data = Path(os.environ.get("MISCONCEPTIONS_DATA", root.parent / "shared" / "data"))
-    env = os.environ.get
-    return AppSettings(
-        map_models=parse_model_specs(
-            env("MISCONCEPTIONS_MAP_MODEL", str(root / "data" / "demo" / "map-minilm-cpu")), "MISCONCEPTIONS_MAP_MODEL"
-        ),
-        eedi_models=parse_model_specs(
-            env("MISCONCEPTIONS_EEDI_MODEL", str(root / "data" / "demo" / "eedi-minilm-cpu")),
-            "MISCONCEPTIONS_EEDI_MODEL",
-        ),
-        misconceptions_csv=env("MISCONCEPTIONS_MAPPING_CSV", str(data / "eedi" / "misconception_mapping.csv")),
-        backend=env("MISCONCEPTIONS_BACKEND", "auto"),
-        allow_model_choice=env("MISCONCEPTIONS_ALLOW_MODEL_CHOICE", "").lower() in ("1", "true", "yes"),
-        concurrency_limit=int(env("MISCONCEPTIONS_CONCURRENCY", "2")),
-        max_queue=int(env("MISCONCEPTIONS_MAX_QUEUE", "32")),
-        request_timeout=float(env("MISCONCEPTIONS_REQUEST_TIMEOUT", "30")),
-    )
-
-
-def import_model_code() -> None:
-    """Import the modules the page's handlers use, once, in the calling thread. Gradio runs handlers in worker
-    threads; two of them importing scikit-learn for the first time at once can get a half-initialized module."""
-    from . import classifier, eedi, retrieval  # noqa: F401
 
 
 def check_text(value: Any, field: str, max_chars: int = MAX_TEXT_CHARS, required: bool = True) -> str:
@@ -254,14 +167,7 @@ class ServedModels:
     def load(cls, settings: AppSettings) -> "ServedModels":
         """Load every configured model (and the misconception names' embeddings); InputError naming the setting
         when one cannot be had. This is the operator's console: paths may be named here, never on the page."""
-        from .classifier import CLASSIFIER_META, load_classifier
-        from .eedi import read_misconceptions_csv
-        from .hub import resolve_model_dir
-        from .onnx_backend import resolve_backend
-        from .retrieval import cached_document_embeddings, load_retriever
-
         resolve_backend(settings.backend)
-        import_model_code()
         served = cls(settings)
         for spec in settings.map_models:
             model_dir = resolve_model_dir(spec.source, kind="MAP model")
@@ -364,8 +270,6 @@ def predict_map(
     """(the top labels for one student answer: Rank, Label, Misconception, Probability, Fits the question; the text
     the model read). `question_id` is a QuestionId the model knows (labels are then restricted and the True_/False_
     prefix derived as in `rank_dataframe`) or `CUSTOM_QUESTION`/empty for a new question (its text is required)."""
-    from .classifier import LabelRanker, rank_dataframe, texts_for
-
     served = models.map_model(label)
     meta = served.classifier.meta
     known = _known_question(meta, question_id)
@@ -406,8 +310,6 @@ def eedi_query_text(
     question: str, correct: str, wrong: str, construct: str = "", subject: str = "", template: str | None = None
 ) -> str:
     """The retriever's query for one wrong answer: the reference query's structure, or the model's saved template."""
-    from .eedi import query_texts
-
     row = {
         "QuestionText": question,
         "CorrectAnswerText": correct,
@@ -430,8 +332,6 @@ def predict_eedi(
 ) -> tuple[pd.DataFrame, str]:
     """(the misconceptions nearest to one wrong answer: Rank, MisconceptionId, Misconception, Similarity; the
     query the retriever read)."""
-    from .retrieval import encode_queries, search
-
     served = models.eedi_model(label)
     question = check_text(question, "The question")
     correct = check_text(correct, "The correct answer", MAX_SHORT_CHARS)

@@ -46,13 +46,15 @@ from .model_utils import (
     resolve_model_path,
     torch_dtype,
 )
+from .onnx_backend import load_onnx_classifier, resolve_backend
+from .plots import PLOTS_DIR, link_plots_in_card, plot_map, plot_training_curves
 from .tfidf import fit_tfidf_classifier, load_tfidf, save_tfidf, tfidf_probs
+from .training import card_and_push, log_and_save_train_metrics, save_model_without_push
 
 
 logger = logging.getLogger(__name__)
 
 CLASSIFIER_META = "misconceptions_classifier.json"
-LABEL_TARGETS = ("label", "suffix")
 
 
 def label_prefix(label: str) -> str:
@@ -235,8 +237,6 @@ def load_classifier(model_dir: str, backend: str = "torch") -> Classifier:
     `backend`: `torch`, `onnx`, `onnx-int8` or `auto` (see `onnx_backend`); a model that ONNX cannot run falls back to
     torch with a one-line warning.
     """
-    from .onnx_backend import load_onnx_classifier, resolve_backend
-
     backend = resolve_backend(backend)
     path = Path(model_dir)
     meta_file = path / CLASSIFIER_META
@@ -350,9 +350,6 @@ def finalize_classifier(
 ) -> dict[str, float]:
     """Save model + tokenizer + label metadata, evaluate the full ranking pipeline, plot training and evaluation
     (`<output_dir>/plots/`), write the card, push if asked."""
-    from .plots import PLOTS_DIR, link_plots_in_card, plot_map, plot_training_curves
-    from .training import card_and_push, log_and_save_train_metrics, save_model_without_push
-
     log_and_save_train_metrics(trainer, train_result, len(train_df))
     save_model_without_push(trainer, training_args.output_dir)
     output_dir = Path(training_args.output_dir)

@@ -11,7 +11,11 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Argument dataclasses for the scripts; recipes set them through `trl.TrlParser` (YAML defaults, CLI overrides)."""
+"""Argument dataclasses for the scripts; recipes set them through `trl.TrlParser` (YAML defaults, CLI overrides).
+
+The values they are checked against (label targets, reranker types, the Eedi query prompt, extra-data weights) are
+defined here too, so this module imports nothing from the package: any module can import it without a cycle.
+"""
 
 from dataclasses import dataclass, field
 
@@ -20,8 +24,29 @@ from sentence_transformers import SentenceTransformerTrainingArguments
 from sentence_transformers.base.sampler import BatchSamplers
 from transformers import TrainingArguments
 
-from .classifier import LABEL_TARGETS
-from .eedi import EEDI_QUERY_PROMPT, check_weights
+
+LABEL_TARGETS = ("label", "suffix")
+RERANKER_TYPES = ("listwise", "pointwise")
+# The Eedi reference solution's task description and prompt format ("Instruct: {task}\nQuery: {query}"), verbatim:
+# the retriever's default query prompt.
+EEDI_INSTRUCTION = (
+    "Given a math problem statement and an incorrect answer as a query, retrieve relevant passages that identify "
+    "and explain the nature of the error."
+)
+EEDI_QUERY_PROMPT = f"Instruct: {EEDI_INSTRUCTION}\nQuery: "
+
+
+def check_weights(names: list[str] | None, weights: list[float] | None, key: str) -> list[float]:
+    """One weight per extra dataset (default 1.0 each), all >= 0; a clear error naming the recipe key otherwise."""
+    if not names:
+        return []
+    if weights is None:
+        return [1.0] * len(names)
+    if len(weights) != len(names):
+        raise ValueError(f"{key}_weights has {len(weights)} values for {len(names)} entries of {key}")
+    if any(w < 0 for w in weights):
+        raise ValueError(f"{key}_weights must be >= 0, got {weights}")
+    return list(weights)
 
 
 @dataclass
@@ -214,7 +239,8 @@ class RetrieverConfig(SentenceTransformerTrainingArguments):
                 f"negative_{i}": "document" for i in range(1, self.num_negatives + 1)
             }
         if self.batch_sampler == "no_false_negatives":
-            from .retrieval import NoFalseNegativesBatchSampler
+            # here, not at module level: configs is a leaf of the package (every module may import it)
+            from .retrieval_training import NoFalseNegativesBatchSampler
 
             self.batch_sampler = NoFalseNegativesBatchSampler
         self.extra_datasets_weights = check_weights(self.extra_datasets, self.extra_datasets_weights, "extra_datasets")
@@ -287,8 +313,6 @@ class RerankerConfig(trl.SFTConfig):
     )
 
     def __post_init__(self):
-        from .rerank import RERANKER_TYPES
-
         if self.reranker_type not in RERANKER_TYPES:
             raise ValueError(f"reranker_type must be one of {RERANKER_TYPES}, got '{self.reranker_type}'")
         if not 0.0 <= self.blend_weight <= 1.0:
@@ -309,16 +333,3 @@ class RerankerConfig(trl.SFTConfig):
         if self.reranker_type == "listwise":
             self.completion_only_loss = True if self.completion_only_loss is None else self.completion_only_loss
         super().__post_init__()
-
-
-def parse_config(parser) -> tuple:
-    """`parser.parse_args_and_config()` with recipe errors (missing file, unknown or bad key) as one clear line."""
-    import sys
-
-    import yaml
-
-    try:
-        return parser.parse_args_and_config()
-    except (ValueError, FileNotFoundError, yaml.YAMLError) as err:
-        print(f"error: {err}", file=sys.stderr)  # noqa: T201
-        sys.exit(2)

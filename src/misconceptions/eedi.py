@@ -16,9 +16,10 @@
 The competition's `train.csv` is wide: one row per question with four answers (`AnswerAText`...) and, for the wrong
 ones, a misconception id (`MisconceptionAId`..., written as floats such as `1672.0`, empty when unlabelled).
 `pivot_wrong_answers` turns it into one row per (question, wrong answer); `build_eedi_dataset` adds the query text
-(the seed's `<Question> ... <Correct Answer> ... <Incorrect Answer> ... <Construct> ... <Subject> ...` structure) and
-a grouped `fold` column. The seed's instruction is applied as the model's query prompt (`EEDI_QUERY_PROMPT`), so the
-stored query text stays instruction-free and any prompt can be tried on the same dataset.
+(the Eedi reference solution's `<Question> ... <Correct Answer> ... <Incorrect Answer> ... <Construct> ... <Subject>
+...` structure) and a grouped `fold` column. The reference solution's instruction is applied as the model's query
+prompt (`configs.EEDI_QUERY_PROMPT`), so the stored query text stays instruction-free and any prompt can be tried on
+the same dataset.
 """
 
 import logging
@@ -31,6 +32,7 @@ from datasets import Dataset, DatasetDict, Features, Value
 
 from .data import load_dataset_any, read_csv_checked
 from .errors import InputError
+from .explanations import attach_explanations
 
 
 logger = logging.getLogger(__name__)
@@ -53,14 +55,8 @@ FOLD_BY = ("QuestionId", "ConstructId", "SubjectId")
 MISCONCEPTIONS_SPLIT = "misconceptions"
 MISCONCEPTIONS_CONFIG = "misconceptions"
 
-# The seed's task description and prompt format ("Instruct: {task}\nQuery: {query}"), verbatim.
-EEDI_INSTRUCTION = (
-    "Given a math problem statement and an incorrect answer as a query, retrieve relevant passages that identify "
-    "and explain the nature of the error."
-)
-EEDI_QUERY_PROMPT = f"Instruct: {EEDI_INSTRUCTION}\nQuery: "
-
-# The seed's query structure; `{LLMOutput}` is appended only where a row has one (a later issue generates it).
+# The Eedi reference solution's query structure; `<LLMOutput>` is appended only where a row has an explanation
+# (`explanations.attach_explanations`).
 QUERY_TEMPLATE = (
     "<Question> {QuestionText}\n<Correct Answer> {CorrectAnswerText}\n<Incorrect Answer> {AnswerText}\n"
     "<Construct> {ConstructName}\n<Subject> {SubjectName}"
@@ -211,7 +207,7 @@ def pivot_wrong_answers(questions: pd.DataFrame, misconceptions: pd.DataFrame | 
 
 
 def format_query(row: dict) -> str:
-    """The seed's structured query text for one pivoted row (without the instruction, which is the model's prompt)."""
+    """The Eedi reference solution's query text for one pivoted row (without the instruction: the model's prompt)."""
     text = QUERY_TEMPLATE.format(**row)
     llm_output = row.get("LLMOutput")
     if isinstance(llm_output, str) and llm_output.strip():
@@ -220,7 +216,7 @@ def format_query(row: dict) -> str:
 
 
 def query_texts(pairs: pd.DataFrame, template: str | None = None) -> list[str]:
-    """Query texts for pivoted rows: the seed's structure, or `template` (str.format over the row's columns)."""
+    """Query texts for pivoted rows: the reference structure (`format_query`), or `template` (str.format over columns)."""
     if not template:
         return [format_query(row) for row in pairs.to_dict("records")]
     try:
@@ -264,7 +260,7 @@ def build_eedi_dataset(
     misconceptions=id+name), the validated wide questions with their `fold`, the misconceptions frame).
 
     With `explanations` (a scripts/explain.py folder covering every wrong answer), each row gets its `LLMOutput`
-    and the query ends with the seed's `<LLMOutput>` field.
+    and the query ends with the Eedi reference solution's `<LLMOutput>` field.
     """
     if fold_by not in FOLD_BY:
         raise InputError(f"--fold_by must be one of {', '.join(FOLD_BY)}, got '{fold_by}'")
@@ -277,8 +273,6 @@ def build_eedi_dataset(
     pairs["fold"] = pairs["QuestionId"].map(dict(zip(questions["QuestionId"], questions["fold"], strict=True)))
     features = PAIR_FEATURES
     if explanations is not None:
-        from .synthetic import attach_explanations
-
         pairs = attach_explanations(pairs, explanations)
         features = Features({**PAIR_FEATURES, "LLMOutput": Value("string")})
     pairs["query"] = query_texts(pairs)
@@ -342,19 +336,6 @@ def sample_by_weight(frame: pd.DataFrame, weight: float, seed: int) -> pd.DataFr
         rng = np.random.default_rng(seed)
         parts.append(frame.iloc[np.sort(rng.choice(len(frame), n, replace=False))])
     return pd.concat(parts, ignore_index=True) if parts else frame.iloc[:0]
-
-
-def check_weights(names: list[str] | None, weights: list[float] | None, key: str) -> list[float]:
-    """One weight per extra dataset (default 1.0 each), all >= 0; a clear error naming the recipe key otherwise."""
-    if not names:
-        return []
-    if weights is None:
-        return [1.0] * len(names)
-    if len(weights) != len(names):
-        raise ValueError(f"{key}_weights has {len(weights)} values for {len(names)} entries of {key}")
-    if any(w < 0 for w in weights):
-        raise ValueError(f"{key}_weights must be >= 0, got {weights}")
-    return list(weights)
 
 
 def extra_training_rows(

@@ -18,12 +18,16 @@ that already exists is swapped with the new one in one step (`renameat2(RENAME_E
 any moment leaves either the previous complete output or the new complete one. Temporaries left by a killed process
 are removed by the next write of the same output. A write that fails (no space, a read-only folder) raises
 `OutputError` naming the output, and leaves no temporary behind.
+
+Append-only JSONL files (`append_jsonl`, `read_jsonl`) are the other way outputs survive a kill: one record per line,
+flushed at once, a partial last line dropped when read back; generations and explanations are kept in them.
 """
 
 import contextlib
 import ctypes
 import errno
 import json
+import logging
 import os
 import re
 import shutil
@@ -34,6 +38,8 @@ from typing import Any
 
 from .errors import OutputError
 
+
+logger = logging.getLogger(__name__)
 
 _RENAME_EXCHANGE = 2  # linux/fs.h
 _AT_FDCWD = -100
@@ -144,3 +150,34 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def read_jsonl(path: str | os.PathLike, repair: bool = False) -> list[dict]:
+    """Records of a JSONL file written by `append_jsonl`. A partial last line (a run killed mid-write) is dropped,
+    and with `repair` cut off the file, so the next append starts on a clean line."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records, good_bytes = [], 0
+    with path.open("rb") as handle:
+        for line in handle:
+            try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("unterminated line")
+                records.append(json.loads(line))
+            except ValueError:
+                logger.warning("%s: dropping a partial last line (a killed run); its work is done again", path)
+                break
+            good_bytes += len(line)
+    if repair and good_bytes < path.stat().st_size:
+        with path.open("r+b") as handle:
+            handle.truncate(good_bytes)
+    return records
+
+
+def append_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
+    """Append records as lines in one write, flushed to disk before returning."""
+    with Path(path).open("a", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        handle.flush()
+        os.fsync(handle.fileno())

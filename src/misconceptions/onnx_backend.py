@@ -14,24 +14,15 @@
 """Fast CPU inference: the classifier and the retriever on ONNX Runtime, in fp32 or dynamic int8.
 
 Backends: `torch` (the PyTorch model), `onnx` (the exported graph, fp32), `onnx-int8` (its MatMul weights quantized
-to int8 per output channel, activations quantized on the fly per batch, see `QUANTIZATION`; a retriever encodes
+to int8 per output channel, activations quantized on the fly per batch, see `onnx_export.QUANTIZATION`; a retriever encodes
 queries in int8 and its documents in fp32, see `OnnxSentenceEncoder`) and `auto`: torch on a GPU, else
 `CPU_DEFAULTS[task]`, the fastest backend within 0.002 MAP@3 (classifier) or MAP@25 (retriever) of torch in
 bench/inference_speed.py (see bench/RESULTS.md). int8 is several times faster on CPUs with VNNI (AVX-512 VNNI,
 AVX-VNNI, AMX) than on AVX2 alone.
 
-Why not optimum: `optimum-onnx`, the only optimum ONNX exporter, requires transformers<4.58, and
-sentence-transformers' own ONNX backend goes through it; this toolkit runs transformers 5.23. So the encoder is
-exported here with `torch.onnx.export` (the TorchScript exporter, `dynamo=False`: a few seconds for a BERT where the
-dynamo exporter takes about a minute, with the same outputs) with eager attention, checked against torch on padded
-batches of another shape, and quantized with `onnxruntime.quantization.quantize_dynamic`.
-
-The exported files are cached beside the model in `<model>/.onnx/` (in `$MISCONCEPTIONS_CACHE/onnx/` when the folder
-is not writable or lies inside the Python installation, as the packaged models do), keyed by the files that define
-the graph (weights and configs: path, size and mtime), the exporter and quantization settings (which depend on the
-CPU); a changed model is exported again.
 What cannot be reproduced exactly (a PEFT adapter, a 4-bit or half-precision model, pooling other than mean/cls/max,
-extra modules after pooling, a failed export) falls back to torch with a one-line warning.
+extra modules after pooling, a failed export) falls back to torch with a one-line warning. The export, its cache
+and int8 quantization are in `onnx_export`.
 
 Inference tokenizes every text once (fast tokenizer), sorts by length, pads each batch only to its longest row, and
 restores the input order. Classifier: logits -> softmax, as `classifier.predict_probs`. Retriever: the token
@@ -39,21 +30,15 @@ embeddings pooled and normalized as the SentenceTransformer's own Pooling/Normal
 """
 
 import functools
-import hashlib
-import json
 import logging
 import os
-import sys
-import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from filelock import FileLock
 
 from .errors import InputError
-from .model_utils import cache_dir
+from .onnx_export import PROBE_TEXTS, OnnxSession, UnsupportedModel, exported_model
 
 
 logger = logging.getLogger(__name__)
@@ -62,28 +47,7 @@ BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 # bench/inference_speed.py and bench/int8_variants.py (bench/RESULTS.md): the fastest backend that loses at most 0.002
 # MAP@3 (classifier) / MAP@25 (retriever) against torch at every batch size measured.
 CPU_DEFAULTS = {"classifier": "onnx-int8", "retriever": "onnx-int8"}
-OPSET = 17
-EXPORT_FORMAT = 3  # bump when the export or quantization settings change: every cache is rebuilt
-# Dynamic int8, chosen on the demo models (bench/int8_variants.py): every weight MatMul, weights per output channel.
-# The classifier's MAP@3 moves by at most 0.0005 at any batch size. The retriever's int8 queries against fp32
-# documents move MAP@25 by -0.0020 to +0.0023 over 8 batch sizes (int8 documents too: as low as -0.0065; keeping the
-# feed-forward down-projections in fp32 is slower and, against fp32 documents, lower: down to -0.0032).
-QUANTIZATION = {"weight_type": "QInt8", "per_channel": True, "op_types": ["MatMul"]}
-# 7-bit weights (`reduce_range`) unless the CPU has an int8 dot product that accumulates in 32 bits (VNNI, AMX):
-# without one, ONNX Runtime's u8 x s8 kernels sum pairs of products in 16 bits, which full-range weights overflow.
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-VERIFY_ATOL = 1e-3  # the exported fp32 graph against torch, on a padded batch of another shape
-GRAPH_FILES = ("config.json", "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 POOLING_MODES = ("mean", "cls", "max")
-_PROBE = [
-    "3/4 | Because the shaded part is three out of four equal parts of the shape.",
-    "x",
-    "The answer is 0.5 since half of one is a half, so it is the same as 1/2.",
-]
-
-
-class UnsupportedModel(Exception):
-    """This model cannot run on ONNX Runtime with the same outputs as torch."""
 
 
 def resolve_backend(backend: str | None, task: str = "classifier") -> str:
@@ -101,200 +65,6 @@ def warn_fallback(model_dir: str | os.PathLike, backend: str, reason: Exception 
     """The one-line warning of a model that runs on torch instead of the asked ONNX backend."""
     reason = (str(reason).strip().splitlines() or ["unknown reason"])[0][:300]
     logger.warning("%s: backend %s unavailable (%s); using torch", model_dir, backend, reason)
-
-
-def num_threads() -> int:
-    """The cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-@functools.cache
-def cpu_has_vnni() -> bool:
-    """Whether the CPU has a 32-bit-accumulating int8 dot product (/proc/cpuinfo flags; False where unknown)."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return bool(set(line.split(":", 1)[1].split()) & set(VNNI_FLAGS))
-    except OSError:
-        pass
-    return False
-
-
-def quantization_settings() -> dict[str, Any]:
-    """The int8 settings on this CPU."""
-    return {**QUANTIZATION, "reduce_range": not cpu_has_vnni()}
-
-
-# ---------------------------------------------------------------------------------------------------------- cache
-
-
-def onnx_cache_folder(model_dir: str | os.PathLike) -> Path:
-    """`<model>/.onnx` when the model folder is writable and not part of the Python installation, else
-    `$MISCONCEPTIONS_CACHE/onnx/<hash of the folder's path>`."""
-    root = Path(model_dir).resolve()
-    installed = any(root.is_relative_to(Path(p).resolve()) for p in {sys.prefix, sys.base_prefix})
-    if not installed and os.access(root, os.W_OK):
-        return root / ".onnx"
-    return cache_dir() / "onnx" / hashlib.sha256(str(root).encode()).hexdigest()[:16]
-
-
-def export_key(model_dir: str | os.PathLike, kind: str) -> str:
-    """Identity of an export: the graph-defining files (weights and configs: path, size, mtime) and the settings."""
-    root = Path(model_dir).resolve()
-    files = []
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        if relative.parts[0].startswith(("checkpoint-", ".")) or not path.is_file():
-            continue
-        if path.suffix == ".safetensors" or path.name in GRAPH_FILES:
-            stat = path.stat()
-            files.append([str(relative), stat.st_size, stat.st_mtime_ns])
-    if not any(name.endswith(".safetensors") for name, _, _ in files):
-        raise UnsupportedModel("no .safetensors weights in the model folder")
-    import onnxruntime
-
-    settings = [kind, EXPORT_FORMAT, OPSET, quantization_settings(), torch.__version__, onnxruntime.__version__]
-    return hashlib.sha256(json.dumps([files, settings]).encode()).hexdigest()
-
-
-class _OutputOf(torch.nn.Module):
-    """Positional tensors in (the ONNX inputs), one named output of the wrapped model out."""
-
-    def __init__(self, model: torch.nn.Module, input_names: list[str], output: str):
-        super().__init__()
-        self.model, self.input_names, self.output = model, input_names, output
-
-    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        return getattr(self.model(**dict(zip(self.input_names, tensors, strict=True))), self.output)
-
-
-def _export(
-    model: torch.nn.Module, tokenizer, input_names: list[str], output: str, path: Path, eager_attention: bool = True
-) -> None:
-    """torch.onnx.export (TorchScript exporter) with dynamic batch and sequence axes, checked against torch.
-
-    The graph is traced with eager attention (restored afterwards): SDPA exports its padding mask as Where/IsNaN
-    nodes on every attention score, a tenth or more of the int8 run time (bench/int8_variants.py).
-    """
-    sample = tokenizer(_PROBE[:2], padding=True, return_tensors="pt")
-    wrapper = _OutputOf(model, input_names, output)
-    was_training = model.training
-    attention = getattr(model.config, "_attn_implementation", None)
-    try:
-        if eager_attention and attention not in (None, "eager") and hasattr(model, "set_attn_implementation"):
-            model.set_attn_implementation("eager")
-        wrapper.eval()  # the exporter restores the wrapper's mode afterwards: it must be eval too
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                wrapper,
-                tuple(sample[name] for name in input_names),
-                str(path),
-                input_names=input_names,
-                output_names=["output"],
-                opset_version=OPSET,
-                dynamo=False,
-                dynamic_axes={n: {0: "batch", 1: "sequence"} for n in input_names}
-                | {"output": {0: "batch", 1: "sequence"} if output == "last_hidden_state" else {0: "batch"}},
-            )
-        probe = tokenizer(_PROBE[::-1] + _PROBE, padding=True, return_tensors="pt")
-        with torch.no_grad():
-            expected = wrapper(*(probe[name] for name in input_names)).float().numpy()
-    finally:
-        model.train(was_training)
-        if getattr(model.config, "_attn_implementation", None) != attention:
-            model.set_attn_implementation(attention)
-    got = OnnxSession(path, input_names).run({name: probe[name].numpy() for name in input_names})
-    if got.ndim == 3:  # token embeddings: padding positions are not compared (pooling never reads them)
-        mask = probe["attention_mask"].numpy()[..., None].astype(bool)
-        got, expected = got * mask, expected * mask
-    diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
-    if not diff <= VERIFY_ATOL:
-        raise UnsupportedModel(f"the exported graph differs from torch by {diff:.2g} (> {VERIFY_ATOL})")
-
-
-def _quantize(source: Path, target: Path, settings: dict[str, Any], nodes_to_exclude: list[str] | None = None) -> None:
-    """Dynamic int8 (`quantization_settings`): MatMul weights per output channel, activations quantized per batch at
-    run time; `nodes_to_exclude` stay fp32."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.ERROR))  # the quantizer logs every tensor it skips on the root logger
-    try:
-        quantize_dynamic(
-            source,
-            target,
-            weight_type=getattr(QuantType, settings["weight_type"]),
-            per_channel=settings["per_channel"],
-            reduce_range=settings["reduce_range"],
-            op_types_to_quantize=settings["op_types"],
-            nodes_to_exclude=nodes_to_exclude or [],
-        )
-    finally:
-        root.setLevel(level)
-
-
-def exported_model(
-    model: torch.nn.Module,
-    tokenizer,
-    model_dir: str | os.PathLike,
-    kind: str,
-    input_names: list[str],
-    output: str,
-    int8: bool,
-) -> Path:
-    """The cached ONNX file of a model folder (fp32 or int8), exported and quantized first when missing or stale."""
-    folder = onnx_cache_folder(model_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    key = export_key(model_dir, kind)
-    fp32, quantized, info = folder / "model.onnx", folder / "model.int8.onnx", folder / "export.json"
-    with FileLock(str(folder / ".lock")):
-        for leftover in folder.glob("*.tmp"):  # a killed export: never half-written files under the final names
-            leftover.unlink(missing_ok=True)
-        stored = json.loads(info.read_text()) if info.is_file() else {}
-        if stored.get("key") != key or not fp32.is_file():
-            for stale in (info, fp32, quantized):
-                stale.unlink(missing_ok=True)
-            logger.info("Exporting %s to ONNX in %s", model_dir, folder)
-            tmp = folder / "model.onnx.tmp"
-            _export(model, tokenizer, input_names, output, tmp)
-            os.replace(tmp, fp32)
-            settings = {"opset": OPSET, "exporter": "torch.onnx.export(dynamo=False), eager attention"}
-            stored = {"key": key, "kind": kind, "input_names": input_names, **settings}
-            stored["quantization"] = quantization_settings()
-            info.write_text(json.dumps(stored, indent=2))
-        if int8 and not quantized.is_file():
-            logger.info("Quantizing %s to int8", fp32)
-            tmp = folder / "model.int8.onnx.tmp"
-            _quantize(fp32, tmp, quantization_settings())
-            os.replace(tmp, quantized)
-    return quantized if int8 else fp32
-
-
-# -------------------------------------------------------------------------------------------------------- sessions
-
-
-class OnnxSession:
-    """An ONNX Runtime CPU session: every graph optimization on, one intra-op thread per core."""
-
-    def __init__(self, path: str | os.PathLike, input_names: list[str], threads: int | None = None):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or num_threads()
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3  # errors only
-        self.path = Path(path)
-        self.input_names = input_names
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        feeds = {name: np.ascontiguousarray(batch[name], dtype=np.int64) for name in self.input_names}
-        return self.session.run(None, feeds)[0]
 
 
 def model_input_names(tokenizer, model: torch.nn.Module) -> list[str]:
@@ -448,8 +218,8 @@ class OnnxSentenceEncoder:
         self.model, self.backend, self.tokenizer, self.pooling = model, backend, tokenizer, pooling.pooling_mode
         self.input_names = model_input_names(tokenizer, auto_model)
         for task in ("query", "document"):  # the same token ids as the SentenceTransformer's own preprocessing
-            ours = _tokenize(tokenizer, self._prompted(_PROBE, task), self._max_length(task))
-            theirs = model.preprocess(_PROBE, prompt=self._prompt(task) or None, task=task)
+            ours = _tokenize(tokenizer, self._prompted(PROBE_TEXTS, task), self._max_length(task))
+            theirs = model.preprocess(PROBE_TEXTS, prompt=self._prompt(task) or None, task=task)
             mask = theirs["attention_mask"].bool()
             if [row[m].tolist() for row, m in zip(theirs["input_ids"], mask, strict=True)] != ours:
                 raise UnsupportedModel(f"{task} tokenization differs from the SentenceTransformer's")

@@ -1,0 +1,81 @@
+# Copyright 2026 The misconceptions authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""A loaded Eedi reranker of either kind, its metadata file, and the blend of its scores with the retriever's.
+
+Both rerankers (`listwise`, `pointwise`) turn their scores into log-probabilities over the candidates they see and
+may blend them with the retriever's (`blend_weight`), whose cosine scores become log-probabilities at the
+retriever's training scale. `load_reranker` reads a folder written by scripts/train_reranker.py back, whichever kind
+it holds; the modules above this one score with it.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.special import log_softmax
+
+from .errors import InputError
+from .io_utils import write_json
+from .model_utils import load_model_or_adapter
+
+
+RERANKER_META = "misconceptions_reranker.json"
+
+
+@dataclass
+class Reranker:
+    """A loaded reranker: `kind` is 'listwise' (causal LM + tokenizer) or 'pointwise' (CrossEncoder)."""
+
+    kind: str
+    model: Any
+    tokenizer: Any = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def blend(reranker_logprobs: np.ndarray, retriever_scores: np.ndarray, weight: float, scale: float) -> np.ndarray:
+    """(1 - w) * reranker log-probs + w * retriever log-probs (softmax of scale * cosine) over the same candidates."""
+    if weight == 0.0:
+        return reranker_logprobs
+    return (1.0 - weight) * reranker_logprobs + weight * log_softmax(
+        scale * np.asarray(retriever_scores, dtype=np.float64)
+    )
+
+
+def load_reranker(model_dir: str) -> Reranker:
+    """Load a folder written by train_reranker.py: a CrossEncoder, or a causal LM (full or LoRA on a 4-bit base)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(model_dir)
+    meta_file = path / RERANKER_META
+    if not meta_file.is_file():
+        raise InputError(f"{model_dir}: no {RERANKER_META}; expected a folder written by scripts/train_reranker.py")
+    meta = json.loads(meta_file.read_text())
+    if meta.get("reranker_type") == "pointwise":
+        from sentence_transformers import CrossEncoder
+
+        model = CrossEncoder(str(path), max_length=meta.get("max_length"))
+        model.eval()
+        return Reranker("pointwise", model, meta=meta)
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = load_model_or_adapter(AutoModelForCausalLM, str(path), meta)
+    model.eval()
+    return Reranker("listwise", model, tokenizer, meta)
+
+
+def write_reranker_meta(output_dir: str, meta: dict[str, Any]) -> None:
+    write_json(Path(output_dir) / RERANKER_META, meta)
