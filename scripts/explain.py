@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Explain each wrong answer with an LLM: one or two sentences on the mistake behind it, the seed's <LLMOutput>.
+"""Explain each wrong answer with an LLM: one or two sentences on the mistake behind it, the Eedi reference solution's <LLMOutput>.
 
 Every (question, wrong answer) of the input CSV gets an explanation, cached in <output_dir>/explanations.jsonl by a
 hash of the texts it is made from: a rerun (or another CSV with the same questions) only explains what is new, and

@@ -23,7 +23,7 @@ Usage:
         [--backend {auto,torch,onnx,onnx-int8}]
 
 --backend auto (the default) runs int8 ONNX Runtime on a CPU and torch on a GPU; the exported model is cached beside
-the model (src/misconceptions/onnx_backend.py).
+the model (src/misconceptions/onnx_export.py).
 """
 
 import argparse

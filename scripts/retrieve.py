@@ -31,7 +31,7 @@ Usage:
 (about 2.4-2.9x torch on a 2-core VNNI CPU), the misconception descriptions in fp32 (encoded once, cached). int8
 quantizes activations with one scale per batch, so MAP@25 moves a little with --batch_size (-0.0020 to +0.0026 from
 torch in bench/RESULTS.md); --backend onnx gives torch's scores exactly. The exported model is cached beside the
-model (src/misconceptions/onnx_backend.py).
+model (src/misconceptions/onnx_export.py).
 """
 
 import argparse

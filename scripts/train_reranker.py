@@ -13,7 +13,7 @@
 # limitations under the License.
 """Train an Eedi reranker on the retriever's candidates (scripts/retrieve.py --candidates_out over train.csv).
 
-reranker_type: listwise (the seed's exp015) fine-tunes a causal LM with TRL's SFTTrainer on prompt/completion rows:
+reranker_type: listwise (the Eedi reference solution's exp015) fine-tunes a causal LM with TRL's SFTTrainer on prompt/completion rows:
 the query and N lettered candidates in, the gold letter out, loss on the completion only. reranker_type: pointwise
 trains a sentence-transformers CrossEncoder on (query, gold, hard negatives). The held-out fold is reranked after
 training: MAP@25 and recall@25 before and after, seen and unseen misconceptions apart.

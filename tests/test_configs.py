@@ -57,7 +57,7 @@ def test_recipe_parses(recipe):
     assert first_line.startswith("# Config for"), "first line states the hardware and global batch size"
 
 
-def test_seed_recipe_is_the_seed():
+def test_qwen_recipe_matches_the_map_reference():
     recipe = REPO / "recipes" / "map" / "qwen2.5-math-1.5b-qlora.yaml"
     _, t, m = parser_for(recipe).parse_args_and_config(["--config", str(recipe)])
     assert m.model_name_or_path == "Qwen/Qwen2.5-Math-1.5B" and m.load_in_4bit and m.bnb_4bit_quant_type == "nf4"
@@ -96,7 +96,7 @@ def test_synthetic_recipe_parses(recipe):
     assert recipe.read_text().splitlines()[0].startswith("# Config for")
 
 
-def test_synthetic_seed_recipe_is_the_seed():
+def test_synthetic_72b_recipe_matches_the_eedi_reference():
     from misconceptions.generation import parse_settings
 
     (s,) = parse_settings(["--config", str(REPO / "recipes" / "eedi" / "synthetic-qwen72b-awq.yaml")])

@@ -147,7 +147,7 @@ def test_retrieve_writes_submission_metrics_and_uses_the_cache(minilm_run, eedi_
 def test_candidates_feed_a_second_training_round(minilm_run, eedi_data, tmp_path):
     out, _ = minilm_run
     candidates_dir = tmp_path / "candidates"
-    # The training fold's questions (fold 1 for a fold-0 model), as the seed's "infer_gen" step.
+    # The training fold's questions (fold 1 for a fold-0 model), as the Eedi reference solution's "infer_gen" step.
     _retrieve(
         out,
         eedi_data["dataset"] / "fold1.csv",
@@ -328,7 +328,7 @@ def test_zero_shot_packaged_model_retrieves(eedi_data, tmp_path):
 
 
 def test_smollm2_lora_trains_and_reloads(eedi_data, tmp_path):
-    """The seed's decoder path: 4-bit base, LoRA on every linear layer with its own learning rate, gradient
+    """The Eedi reference solution's decoder path: 4-bit base, LoRA on every linear layer with its own learning rate, gradient
     checkpointing, last-token pooling; LoRA weights change and retrieve.py reloads the same model."""
     out = tmp_path / "smollm2"
     proc = run_script(
@@ -434,7 +434,7 @@ def test_lora_gets_its_own_learning_rate(tmp_path):
     assert all(lr == 1e-4 for lr, ids in groups if not ids & lora)
 
 
-def test_seed_recipes_are_the_seed():
+def test_exp010_exp012_recipes_match_the_eedi_reference():
     from misconceptions.retrieval_training import NoFalseNegativesBatchSampler
 
     for name in ("exp010", "exp012"):

@@ -380,7 +380,7 @@ def test_listwise_trains_saves_and_reranks_with_windows(eedi, tmp_path):
     assert len(sub) == 2 and "after reranking" in proc.stdout
 
 
-def test_seed_reranker_recipe_is_the_seed():
+def test_exp015_recipe_matches_the_eedi_reference():
     from trl import ModelConfig, TrlParser
 
     from misconceptions import RerankerConfig, ScriptArguments

@@ -188,7 +188,7 @@ def test_finished_run_is_not_overwritten(minilm_run, small_map_dataset):
 
 
 def test_smollm2_qlora_trains_and_reloads_identically(small_map_dataset, tmp_path):
-    """The seed's QLoRA path on the CPU: 4-bit Linear layers, LoRA + head saved, reloaded with identical output."""
+    """The MAP reference solution's QLoRA path on the CPU: 4-bit Linear layers, LoRA + head saved, reloaded with identical output."""
     out = tmp_path / "smollm2"
     run_script(
         "scripts/train_classifier.py",

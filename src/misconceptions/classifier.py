@@ -13,7 +13,7 @@
 # limitations under the License.
 """MAP classification: label spaces, the weighted-loss Trainer, model loading, fast prediction and label ranking.
 
-A classifier predicts either the full `Category:Misconception` labels (`label_target="label"`, the seed) or their
+A classifier predicts either the full `Category:Misconception` labels (`label_target="label"`, the MAP reference solution) or their
 37 suffixes (`"suffix"`: `Correct:NA`, `Misconception:X`, `Neither:NA`). `LabelRanker` turns its probabilities
 into ranked competition labels, optionally restricted to labels seen for the question and with the `True_`/`False_`
 prefix derived from whether the chosen answer is the question's correct one (both learned from training rows and
@@ -88,7 +88,7 @@ def class_weights(labels: np.ndarray, num_labels: int) -> torch.Tensor:
 
 
 class WeightedLossTrainer(Trainer):
-    """The seed's custom Trainer: cross-entropy with per-class weights (None = plain cross-entropy)."""
+    """The MAP reference solution's custom Trainer: cross-entropy with per-class weights (None = plain cross-entropy)."""
 
     # compute_loss returns a per-micro-batch mean, so Trainer must still divide it by the accumulation steps.
     loss_is_scaled_for_ga = False
@@ -258,7 +258,7 @@ def load_classifier(model_dir: str, backend: str = "torch") -> Classifier:
 
 
 def texts_for(df: pd.DataFrame, template: str | None) -> list[str]:
-    """Model input text: the template over the row's columns, or the seed's prompt."""
+    """Model input text: the template over the row's columns, or the MAP reference solution's prompt."""
     return map_prompt(df, template or MAP_PROMPT_TEMPLATE).tolist()
 
 

@@ -76,13 +76,13 @@ class ClassifierConfig(TrainingArguments):
         default=None,
         metadata={
             "help": "str.format template over the CSV columns (QuestionText, MC_Answer, StudentExplanation, ...) "
-            "that builds the model input; unset = the seed's prompt."
+            "that builds the model input; unset = the MAP reference solution's prompt."
         },
     )
     label_target: str = field(
         default="label",
         metadata={
-            "help": "'label': the full Category:Misconception labels (the seed); 'suffix': the 37 suffixes, "
+            "help": "'label': the full Category:Misconception labels (the MAP reference solution); 'suffix': the 37 suffixes, "
             "with True_/False_ derived from the chosen answer."
         },
     )
@@ -145,14 +145,14 @@ class RetrieverConfig(SentenceTransformerTrainingArguments):
     query_prompt: str = field(
         default=EEDI_QUERY_PROMPT,
         metadata={
-            "help": "Prompt put before every query (the seed's instruction); '' for none. Saved with the model."
+            "help": "Prompt put before every query (the Eedi reference solution's instruction); '' for none. Saved with the model."
         },
     )
     query_template: str | None = field(
         default=None,
         metadata={
             "help": "str.format template over the pivoted columns (QuestionText, CorrectAnswerText, AnswerText, "
-            "ConstructName, SubjectName, ...) that builds the query; unset = the seed's structure (`query`)."
+            "ConstructName, SubjectName, ...) that builds the query; unset = the Eedi reference solution's structure (`query`)."
         },
     )
     pooling: str = field(

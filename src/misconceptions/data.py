@@ -33,7 +33,7 @@ MAP_INPUT_COLUMNS = ["row_id", "QuestionId", "QuestionText", "MC_Answer", "Stude
 MAP_LABEL_COLUMNS = ["Category", "Misconception"]
 MAP_CATEGORIES = [f"{p}_{c}" for p in ("True", "False") for c in ("Correct", "Misconception", "Neither")]
 
-# The seed's prompt (shared/seeds/000), verbatim.
+# The MAP reference solution's prompt (README: "Where the recipes come from"), verbatim.
 MAP_PROMPT_TEMPLATE = """Analyze the student's reasoning for the following math problem.
 
 ### Question:
@@ -117,7 +117,7 @@ def map_prompt(df: pd.DataFrame, template: str = MAP_PROMPT_TEMPLATE) -> pd.Seri
 
 
 def stratified_split(labels: pd.Series, validation_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of a stratified train/validation split; classes with a single member go to train (the seed's rule)."""
+    """Indices of a stratified train/validation split; classes with a single member go to train (the MAP reference solution's rule)."""
     if not 0 < validation_size < 1:
         raise InputError(f"--validation_size must be between 0 and 1, got {validation_size}")
     counts = labels.value_counts()
@@ -135,7 +135,7 @@ def build_map_dataset(
     validation_size: float = 0.2,
     seed: int = 42,
 ) -> DatasetDict:
-    """Validated MAP rows -> DatasetDict(train, validation[, test]) with a `label` ClassLabel and the seed's prompt."""
+    """Validated MAP rows -> DatasetDict(train, validation[, test]) with a `label` ClassLabel and the MAP reference prompt."""
     df = read_map_csv(train_csv, require_labels=True)
     df["prompt"] = map_prompt(df)
     label_names = sorted(df["label"].unique())
