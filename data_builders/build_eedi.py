@@ -45,7 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train_csv", required=True, help="Eedi train.csv (wide: one row per question)")
     parser.add_argument("--misconceptions_csv", required=True, help="misconception_mapping.csv (id, name)")
     parser.add_argument("--output_dir", required=True, help="where the DatasetDict is saved (must not exist yet)")
-    parser.add_argument("--n_folds", type=int, default=2, help="number of grouped folds (default 2, as in the Eedi reference solution)")
+    parser.add_argument(
+        "--n_folds", type=int, default=2, help="number of grouped folds (default 2, as in the Eedi reference solution)"
+    )
     parser.add_argument(
         "--fold_by", default="QuestionId", choices=FOLD_BY, help="grouping column (default QuestionId)"
     )
