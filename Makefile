@@ -67,8 +67,8 @@ $(MAP_MODEL)/train_results.json: $(DEMO_DIR)/map/dataset_dict.json
 
 demo-eedi: install $(RERANKER_MODEL)/train_results.json
 	@echo "== Eedi [5/5] Retrieve -> rerank: the held-out fold (MAP@25 before and after) and the test file"
-	$(PY) scripts/retrieve.py --model $(EEDI_MODEL) --input_csv $(DEMO_DIR)/eedi/fold0.csv \
-		--misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv --output_csv $(DEMO_DIR)/eedi_fold0_predictions.csv \
+	$(PY) scripts/retrieve.py --model $(EEDI_MODEL) --dataset $(DEMO_DIR)/eedi --fold 0 \
+		--output_csv $(DEMO_DIR)/eedi_fold0_predictions.csv \
 		--candidates_out $(DEMO_DIR)/eedi-fold0-candidates --candidates_k 100
 	$(PY) scripts/rerank.py --model $(RERANKER_MODEL) --candidates $(DEMO_DIR)/eedi-fold0-candidates \
 		--output_csv $(DEMO_DIR)/eedi_fold0_reranked.csv
@@ -87,9 +87,9 @@ app: install $(MAP_MODEL)/train_results.json $(EEDI_MODEL)/train_results.json
 
 # The retriever's candidates for every training row: the reranker's training data (and its held-out fold).
 $(EEDI_MODEL)-train-candidates/dataset_info.json: $(EEDI_MODEL)/train_results.json
-	@echo "== Eedi [3/5] Retrieving 100 candidates for every row of train.csv (the reranker's input)"
-	$(PY) scripts/retrieve.py --model $(EEDI_MODEL) --input_csv $(EEDI_DATA)/train.csv \
-		--misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv --output_csv $(DEMO_DIR)/eedi_train_predictions.csv \
+	@echo "== Eedi [3/5] Retrieving 100 candidates for every row of the dataset, every fold (the reranker's input)"
+	$(PY) scripts/retrieve.py --model $(EEDI_MODEL) --dataset $(DEMO_DIR)/eedi \
+		--output_csv $(DEMO_DIR)/eedi_train_predictions.csv \
 		--candidates_out $(EEDI_MODEL)-train-candidates --candidates_k 100
 
 $(RERANKER_MODEL)/train_results.json: $(EEDI_MODEL)-train-candidates/dataset_info.json

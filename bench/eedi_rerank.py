@@ -25,12 +25,12 @@ Usage:
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from misconceptions import write_json
+from misconceptions.eedi import dataset_rows, load_eedi_dataset
 from misconceptions.pointwise import orders_from_logprobs, pointwise_logprobs
 from misconceptions.rerank import apply_orders, rerank_frame, rerank_metrics
 from misconceptions.rerank_model import load_reranker
@@ -57,11 +57,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.manual_seed(0)
-    dataset = Path(args.dataset)
-    started = time.perf_counter()
-    candidates, retriever_meta, info = retrieve_candidates(
-        args.retriever, str(dataset / f"fold{args.fold}.csv"), str(dataset / "misconception_mapping.csv"), 100
-    )
+    started = time.perf_counter()  # reading the held-out rows included, as when they came from a CSV
+    pairs, misconceptions = load_eedi_dataset(args.dataset)
+    held_out = dataset_rows(pairs, args.fold, args.dataset)
+    candidates, retriever_meta, info = retrieve_candidates(args.retriever, held_out, misconceptions, 100)
     retrieve_seconds = time.perf_counter() - started
     candidates = candidates[candidates["MisconceptionId"].notna()].reset_index(drop=True)
     if args.max_rows:

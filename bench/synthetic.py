@@ -82,6 +82,7 @@ def unseen_targets(dataset: str, fold: int) -> list[int]:
 def per_row_split(dataset: str, fold: int, work: Path, generations: Path) -> dict:
     """Held-out MAP@25 of both retrievers on three groups of rows: misconceptions that got a valid synthetic
     question, targeted ones that got none, and the rest (how much of a difference is the synthetic data's)."""
+    from misconceptions.eedi import dataset_rows
     from misconceptions.metrics import average_precision_at_k
     from misconceptions.retrieval import retrieve_candidates
 
@@ -89,12 +90,11 @@ def per_row_split(dataset: str, fold: int, work: Path, generations: Path) -> dic
     covered = {r["MisconceptionId"] for r in records if r["questions"]}
     targeted = {r["MisconceptionId"] for r in records}
     split: dict = {}
+    pairs, misconceptions = load_eedi_dataset(dataset)
+    held_out = dataset_rows(pairs, fold, dataset)
     for arm in ("real", "real+synthetic"):
         candidates, _, _ = retrieve_candidates(
-            str(work / f"retriever-{arm.replace('+', '-')}"),
-            str(Path(dataset) / f"fold{fold}.csv"),
-            str(Path(dataset) / "misconception_mapping.csv"),
-            25,
+            str(work / f"retriever-{arm.replace('+', '-')}"), held_out, misconceptions, 25
         )
         candidates = candidates[candidates["MisconceptionId"].notna()]
         gold = candidates["MisconceptionId"].astype(int)

@@ -12,12 +12,17 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """Build the Eedi retrieval dataset: validated CSVs pivoted to one row per (question, wrong answer), with the
-correct and wrong answer texts, construct, subject, the misconception id (an int) and name, the query text of the
-Eedi reference solution (README, "Where the recipes come from"), and a grouped `fold` column. Splits: `train`
+correct and wrong answer texts, construct, subject, the misconception id (an int) and name, and a grouped `fold`
+column. The query text of the Eedi reference solution (README, "Where the recipes come from") is not stored: the
+scripts format it from these columns where they use it, with a recipe's `query_template` if any. Splits: `train`
 (labelled rows, every fold), `unlabelled` (wrong answers without a misconception: inference only, never positives),
-`misconceptions` (id, name). Saved with `save_to_disk`; beside it, `fold<k>.csv` holds each fold's questions in the
-competition's wide layout (for `scripts/retrieve.py --input_csv`) and `misconception_mapping.csv` a copy of the
-mapping. On the Hub the misconceptions are the config `misconceptions`.
+`misconceptions` (id, name). Saved with `save_to_disk`; on the Hub the misconceptions are the config `misconceptions`.
+
+Our own steps read the dataset itself (`scripts/retrieve.py --dataset data/eedi --fold 0`). Beside it,
+`misconception_mapping.csv` is a copy of the mapping and `fold<k>.csv` holds each fold's questions in the
+competition's wide layout: a held-out fold as users' data arrives (test.csv's layout, labels kept), for what takes a
+question CSV only: scripts/predict_eedi.py (retriever -> reranker scored end to end), the app, and the CSV-to-answer
+timings of bench/inference_speed.py and bench/int8_variants.py.
 
 Usage:
 
@@ -79,7 +84,7 @@ def main(argv=None) -> None:
         pretty_name="Eedi: Mining Misconceptions in Mathematics (pairs)",
         description=(
             "One row per (question, wrong answer) with the correct and wrong answer texts, construct, subject, the "
-            f"misconception id and name, the query text, and a `fold` column ({args.n_folds} folds grouped by "
+            f"misconception id and name, and a `fold` column ({args.n_folds} folds grouped by "
             f"{args.fold_by}, seed {args.seed}). `unlabelled` holds wrong answers without a misconception "
             "(inference only). The `misconceptions` config is the 2,587 misconception names."
         ),

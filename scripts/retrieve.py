@@ -11,7 +11,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Retrieve misconceptions for every wrong answer of an Eedi question CSV and write the Kaggle submission
+"""Retrieve misconceptions for every wrong answer of an Eedi question CSV, or of a dataset built by
+data_builders/build_eedi.py (--dataset, one --fold or all of them), and write the Kaggle submission
 (QuestionId_Answer,MisconceptionId with --top_k space-separated ids per wrong answer).
 
 The misconceptions are encoded once per (model, mapping file) and cached. With labelled input (the train.csv
@@ -22,10 +23,16 @@ negatives for a second retriever round (train_retriever.py --hard_negatives_data
 
 Usage:
 
-    python scripts/retrieve.py --model data/eedi-minilm-cpu --input_csv data/eedi/fold0.csv \
-        --misconceptions_csv data/eedi/misconception_mapping.csv --output_csv data/eedi_fold0_submission.csv \
+    python scripts/retrieve.py --model data/eedi-minilm-cpu --dataset data/eedi --fold 0 \
+        --output_csv data/eedi_fold0_submission.csv \
         [--top_k 25] [--candidates_out data/eedi-minilm-cpu-candidates] [--use_faiss] \
         [--backend {auto,torch,onnx,onnx-int8}]
+    python scripts/retrieve.py --model data/eedi-minilm-cpu --input_csv ../shared/data/eedi/test.csv \
+        --misconceptions_csv ../shared/data/eedi/misconception_mapping.csv --output_csv data/eedi_submission.csv
+
+--dataset reads the built dataset's rows as they are (its `train` and `unlabelled` splits, in question order) and
+its misconceptions table (unless --misconceptions_csv is given): the same rows, in the same order, as --input_csv on
+the fold's wide CSV, so the same scores.
 
 --backend auto (the default) is onnx-int8 on a CPU and torch on a GPU: queries run through ONNX Runtime in int8
 (about 2.4-2.9x torch on a 2-core VNNI CPU), the misconception descriptions in fp32 (encoded once, cached). int8
@@ -42,6 +49,7 @@ import numpy as np
 from misconceptions import InputError, atomic_path, cli_entry, retrieval_metrics, write_json
 from misconceptions.candidates import save_candidates, submission_frame
 from misconceptions.cli import add_backend_argument, check_output_file, setup_script_logging
+from misconceptions.eedi import dataset_rows, load_eedi_dataset
 from misconceptions.hub import resolve_model_dir
 from misconceptions.plots import plot_eedi, prediction_plots_dir
 from misconceptions.retrieval import retrieve_candidates
@@ -53,8 +61,18 @@ logger = logging.getLogger(__name__)
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="folder written by train_retriever.py, or a Hub model id")
-    parser.add_argument("--input_csv", required=True, help="Eedi questions, test.csv layout (train.csv adds scoring)")
-    parser.add_argument("--misconceptions_csv", required=True, help="misconception_mapping.csv (id, name)")
+    parser.add_argument("--input_csv", default=None, help="Eedi questions, test.csv layout (train.csv adds scoring)")
+    parser.add_argument(
+        "--dataset", default=None, help="instead of --input_csv: a build_eedi.py folder or Hub id (labelled: scored)"
+    )
+    parser.add_argument(
+        "--fold", type=int, default=None, help="with --dataset: only this fold's wrong answers (default: every fold)"
+    )
+    parser.add_argument(
+        "--misconceptions_csv",
+        default=None,
+        help="misconception_mapping.csv (id, name); required with --input_csv, default the dataset's with --dataset",
+    )
     parser.add_argument("--output_csv", required=True, help="where the submission CSV is written")
     parser.add_argument("--top_k", type=int, default=25, help="misconceptions per wrong answer (default 25)")
     parser.add_argument("--candidates_out", default=None, help="also save the top candidates as a dataset here")
@@ -75,15 +93,28 @@ def main(argv=None) -> dict:
     setup_script_logging()
     if args.top_k < 1 or args.candidates_k < 1:
         raise InputError("--top_k and --candidates_k must be at least 1")
+    if args.input_csv is None and args.dataset is None:
+        raise InputError("give the questions: --input_csv (a question CSV) or --dataset (a build_eedi.py dataset)")
+    if args.input_csv is not None and args.dataset is not None:
+        raise InputError("give either --input_csv or --dataset, not both")
+    if args.input_csv and args.misconceptions_csv is None:
+        raise InputError("--input_csv needs --misconceptions_csv (misconception_mapping.csv)")
+    if args.fold is not None and args.dataset is None:
+        raise InputError("--fold selects rows of --dataset; a question CSV has no folds")
     output_csv = check_output_file(args.output_csv)
 
     # 1-3. Validate the inputs (before loading the model), encode (misconceptions cached), exact search
+    questions, misconceptions = args.input_csv, args.misconceptions_csv
+    if args.dataset:
+        pairs, dataset_misconceptions = load_eedi_dataset(args.dataset)
+        questions = dataset_rows(pairs, args.fold, args.dataset)
+        misconceptions = misconceptions or dataset_misconceptions
     model_dir = resolve_model_dir(args.model)
     k = max(args.top_k, args.candidates_k, 100)
     candidates, meta, info = retrieve_candidates(
         model_dir,
-        args.input_csv,
-        args.misconceptions_csv,
+        questions,
+        misconceptions,
         k,
         batch_size=args.batch_size,
         use_faiss=args.use_faiss,

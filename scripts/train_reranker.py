@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Train an Eedi reranker on the retriever's candidates (scripts/retrieve.py --candidates_out over train.csv).
+"""Train an Eedi reranker on the retriever's candidates (scripts/retrieve.py --candidates_out over every fold).
 
 reranker_type: listwise (the Eedi reference solution's exp015) fine-tunes a causal LM with TRL's SFTTrainer on prompt/completion rows:
 the query and N lettered candidates in, the gold letter out, loss on the completion only. reranker_type: pointwise
@@ -20,11 +20,11 @@ training: MAP@25 and recall@25 before and after, seen and unseen misconceptions 
 
 Usage:
 
-    python scripts/retrieve.py --model data/eedi-minilm-cpu --input_csv ../shared/data/eedi/train.csv \
-        --misconceptions_csv ../shared/data/eedi/misconception_mapping.csv --output_csv data/eedi-train-retrieved.csv \
-        --candidates_out data/eedi-minilm-cpu-candidates
+    python scripts/retrieve.py --model data/eedi-minilm-cpu --dataset data/eedi \
+        --output_csv data/eedi-train-retrieved.csv --candidates_out data/eedi-minilm-cpu-candidates
     accelerate launch scripts/train_reranker.py --config recipes/eedi/reranker-minilm-cpu.yaml \
-        --candidates data/eedi-minilm-cpu-candidates [--dataset_name data/eedi] [--output_dir OUT]
+        --candidates data/eedi-minilm-cpu-candidates [--dataset_name data/eedi] [--output_dir OUT] \
+        [--extra_candidates '[{"path": "data/eedi-synthetic-candidates", "weight": 2}]']
 """
 
 import logging
@@ -77,9 +77,7 @@ def train(script_args: ScriptArguments, training_args: RerankerConfig, model_arg
     train_df = frame[frame["fold"] != training_args.fold].reset_index(drop=True).assign(source="real")
     eval_df = frame[frame["fold"] == training_args.fold].reset_index(drop=True) if training_args.fold >= 0 else None
     if training_args.extra_candidates:
-        extra = extra_candidate_rows(
-            training_args.extra_candidates, training_args.extra_candidates_weights, names, training_args.seed
-        )
+        extra = extra_candidate_rows(training_args.extra_candidates, names, training_args.seed)
         train_df = pd.concat([train_df, extra[list(train_df.columns)]], ignore_index=True)
     meta = {
         "task": "eedi-reranking",
@@ -97,9 +95,7 @@ def train(script_args: ScriptArguments, training_args: RerankerConfig, model_arg
         "dtype": model_args.dtype if model_args.dtype not in ("auto", None) else None,
         "train_rows": len(train_df),
         "seen_misconception_ids": seen_misconception_ids(train_df),
-        "extra_candidates": dict(
-            zip(training_args.extra_candidates or [], training_args.extra_candidates_weights or [], strict=True)
-        ),
+        "extra_candidates": training_args.extra_candidates,
     }
 
     # 3-5. Model, training rows and trainer

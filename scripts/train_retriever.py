@@ -70,7 +70,6 @@ def train(script_args: ScriptArguments, training_args: RetrieverConfig, model_ar
     if training_args.extra_datasets:
         extra = extra_training_rows(
             training_args.extra_datasets,
-            training_args.extra_datasets_weights,
             set(misconceptions["MisconceptionId"]),
             script_args.dataset_train_split,
             training_args.seed,

@@ -13,6 +13,9 @@
 # limitations under the License.
 """Every recipe parses with its script's parser, so a stale or misspelled key fails here."""
 
+import dataclasses
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,7 @@ from trl import ModelConfig, TrlParser
 
 from misconceptions import ClassifierConfig, RerankerConfig, RetrieverConfig, ScriptArguments
 from misconceptions.cli import parse_recipe_args
+from misconceptions.configs import FoldOptions, HubOptions, OutputOptions, parse_mixture
 
 from .conftest import REPO, run_script
 
@@ -85,6 +89,64 @@ def test_bad_value_and_missing_recipe_fail_clearly(tmp_path):
     assert proc.returncode == 2 and "label_target must be one of" in proc.stderr
     proc = run_script("scripts/train_classifier.py", "--config", str(tmp_path / "missing.yaml"), check=False)
     assert proc.returncode == 2 and "missing.yaml" in proc.stderr
+
+
+def test_shared_fields_live_in_the_mixins():
+    for config, mixins in (
+        (ClassifierConfig, (HubOptions, OutputOptions)),
+        (RetrieverConfig, (HubOptions, OutputOptions, FoldOptions)),
+        (RerankerConfig, (HubOptions, OutputOptions, FoldOptions)),
+    ):
+        assert all(issubclass(config, m) for m in mixins)
+        assert not {"hub_private_repo", "overwrite_output_dir", "fold"} & set(config.__annotations__)
+        fields = {f.name: f for f in dataclasses.fields(config)}
+        assert fields["hub_private_repo"].default is True and fields["overwrite_output_dir"].default is False
+    for types, recipe in ((PARSERS["eedi"], "minilm-cpu.yaml"), (RERANKER_PARSER, "reranker-minilm-cpu.yaml")):
+        argv = ["--config", str(REPO / "recipes" / "eedi" / recipe), "--eval_strategy", "steps", "--fold"]
+        _, t, _ = TrlParser(types).parse_args_and_config([*argv, "-1"])
+        assert t.fold == -1 and t.eval_strategy == "no" and not t.load_best_model_at_end
+        with pytest.raises(ValueError, match=re.escape("fold must be -1 (train on every fold) or a fold id >= 0")):
+            TrlParser(types).parse_args_and_config([*argv, "-2"])
+
+
+def test_extra_data_mixtures_parse_from_yaml_json_and_paths(tmp_path):
+    assert parse_mixture(None, "k") == []
+    assert parse_mixture([{"path": "a", "weight": 2}, "b"], "k") == [
+        {"path": "a", "weight": 2.0},
+        {"path": "b", "weight": 1.0},
+    ]
+    assert parse_mixture(['[{"path": "a", "weight": 0.5}]', '{"path": "b"}', "c"], "k") == [
+        {"path": "a", "weight": 0.5},
+        {"path": "b", "weight": 1.0},
+        {"path": "c", "weight": 1.0},
+    ]
+    for bad, needle in (
+        ([{"weight": 2}], "k[0]: 'path' is required"),
+        ([{"path": "a", "weight": 0}], "k[0] (a): 'weight' must be a number > 0, got 0"),
+        (["b", {"path": "a", "weight": "x"}], "k[1] (a): 'weight' must be a number > 0, got 'x'"),
+        ([{"path": "a", "wieght": 2}], "k[0]: unknown keys ['wieght']"),
+        ([3], "k[0]: expected a {path, weight} mapping or a path, got 3"),
+        (['[{"path": "a"'], 'k: \'[{"path": "a"\' is not valid JSON'),
+    ):
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            parse_mixture(bad, "k")
+    recipe = tmp_path / "mix.yaml"
+    text = (REPO / "recipes" / "eedi" / "minilm-cpu.yaml").read_text()
+    recipe.write_text(text + "extra_datasets:\n  - {path: data/eedi-synthetic, weight: 0.5}\n  - path: data/more\n")
+    _, t, _ = TrlParser(PARSERS["eedi"]).parse_args_and_config(["--config", str(recipe)])
+    assert t.extra_datasets == [{"path": "data/eedi-synthetic", "weight": 0.5}, {"path": "data/more", "weight": 1.0}]
+    override = ["--config", str(recipe), "--extra_datasets", json.dumps([{"path": "data/x", "weight": 2}])]
+    _, t, _ = TrlParser(PARSERS["eedi"]).parse_args_and_config(override)
+    assert t.extra_datasets == [{"path": "data/x", "weight": 2.0}]
+    proc = run_script(
+        "scripts/train_reranker.py",
+        "--config",
+        str(REPO / "recipes" / "eedi" / "reranker-minilm-cpu.yaml"),
+        "--extra_candidates",
+        '[{"path": "data/c", "weight": -1}]',
+        check=False,
+    )
+    assert proc.returncode == 2 and "error: extra_candidates[0] (data/c): 'weight' must be a number > 0" in proc.stderr
 
 
 @pytest.mark.parametrize("recipe", SYNTHETIC_RECIPES, ids=lambda p: p.name)

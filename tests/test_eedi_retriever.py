@@ -327,6 +327,76 @@ def test_zero_shot_packaged_model_retrieves(eedi_data, tmp_path):
     assert "MAP@25" in proc.stdout
 
 
+def test_dataset_rows_give_the_csv_s_candidates(eedi_data, tmp_path):
+    """retrieve.py --dataset (a fold, or every row) feeds the model the rows of the same questions' wide CSV in the
+    same order, so the candidates and scores are identical (int8 ONNX, the default on a CPU, scales per batch)."""
+    model, dataset, mapping = (
+        resolve_model_path("builtin:all-MiniLM-L6-v2"),
+        eedi_data["dataset"],
+        eedi_data["mapping_csv"],
+    )
+    sources = {
+        "csv0": ["--input_csv", str(dataset / "fold0.csv"), "--misconceptions_csv", str(mapping)],
+        "dataset0": ["--dataset", str(dataset), "--fold", "0"],
+        "csv": ["--input_csv", str(eedi_data["train_csv"]), "--misconceptions_csv", str(mapping)],
+        "dataset": ["--dataset", str(dataset)],
+    }
+    frames, metrics = {}, {}
+    for name, source in sources.items():
+        argv = ["--model", model, *source, "--output_csv", str(tmp_path / f"{name}.csv"), "--batch_size", "16"]
+        run_script("scripts/retrieve.py", *argv, "--candidates_out", str(tmp_path / name), "--candidates_k", "30")
+        frames[name] = load_from_disk(str(tmp_path / name)).to_pandas()
+        metrics[name] = json.loads((tmp_path / f"{name}_metrics.json").read_text())
+        metrics[name].pop("misconception_embeddings_cached")
+    for csv, rows in (("csv0", "dataset0"), ("csv", "dataset")):
+        a, b = frames[csv], frames[rows]
+        assert len(a) == len(b) > 0 and a["QuestionId_Answer"].tolist() == b["QuestionId_Answer"].tolist()
+        assert a["query"].tolist() == b["query"].tolist()
+        assert a["MisconceptionId"].fillna(-1).tolist() == b["MisconceptionId"].fillna(-1).tolist()
+        assert [list(x) for x in a["candidate_ids"]] == [list(x) for x in b["candidate_ids"]]
+        assert np.array_equal(np.stack(a["candidate_scores"]), np.stack(b["candidate_scores"]))
+        assert metrics[csv] == metrics[rows]
+    assert frames["dataset0"]["MisconceptionId"].isna().any(), "the unlabelled split's rows are retrieved too"
+
+
+@pytest.mark.parametrize(
+    ("case", "needles"),
+    [
+        ("unknown_fold", ["--fold 7 is not one of its folds [0, 1]"]),
+        ("missing_column", ["lacks column(s) ['AnswerText']", "build_eedi.py"]),
+        ("both_inputs", ["give either --input_csv or --dataset, not both"]),
+        ("no_input", ["give the questions: --input_csv (a question CSV) or --dataset"]),
+        ("fold_without_dataset", ["--fold selects rows of --dataset"]),
+    ],
+)
+def test_retrieve_bad_dataset_input(eedi_data, tmp_path, capsys, case, needles):
+    dataset = str(eedi_data["dataset"])
+    if case == "missing_column":
+        dataset = str(tmp_path / "broken")
+        built = load_from_disk(str(eedi_data["dataset"]))
+        for split in ("train", "unlabelled"):
+            built[split] = built[split].remove_columns("AnswerText")
+        built.save_to_disk(dataset)
+        capsys.readouterr()  # the save's progress bars
+    source = {
+        "unknown_fold": ["--dataset", dataset, "--fold", "7"],
+        "missing_column": ["--dataset", dataset, "--fold", "0"],
+        "both_inputs": ["--dataset", dataset, "--input_csv", str(eedi_data["train_csv"])],
+        "fold_without_dataset": ["--input_csv", str(eedi_data["train_csv"]), "--fold", "0"],
+        "no_input": [],
+    }[case]
+    out = tmp_path / "out"
+    argv = ["--model", str(resolve_model_path("builtin:all-MiniLM-L6-v2")), *source]
+    argv += ["--misconceptions_csv", str(eedi_data["mapping_csv"]), "--output_csv", str(out / "sub.csv")]
+    with pytest.raises(SystemExit) as exit_info:
+        _retrieve_main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    assert not out.exists(), "no partial output"
+
+
 def test_smollm2_lora_trains_and_reloads(eedi_data, tmp_path):
     """The Eedi reference solution's decoder path: 4-bit base, LoRA on every linear layer with its own learning rate, gradient
     checkpointing, last-token pooling; LoRA weights change and retrieve.py reloads the same model."""

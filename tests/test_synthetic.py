@@ -33,7 +33,7 @@ from misconceptions import (
     read_questions_csv,
     resolve_model_path,
 )
-from misconceptions.eedi import extra_training_rows, sample_by_weight
+from misconceptions.eedi import extra_training_rows, query_texts, sample_by_weight
 from misconceptions.explanations import attach_explanations, explain_rows, explanation_key
 from misconceptions.generation import GenerationSettings
 from misconceptions.io_utils import read_jsonl
@@ -344,7 +344,7 @@ def test_build_synthetic_writes_labelled_pairs_and_a_wide_csv(synthetic):
     train = load_from_disk(str(out))["train"].to_pandas()
     assert (train["source"] == "synthetic").all() and (train["fold"] == -1).all()
     assert sorted(set(train["MisconceptionId"])) == sorted(synthetic["targets"]["MisconceptionId"])
-    assert train["query"].str.startswith("<Question> What is").all()
+    assert "query" not in train and all(q.startswith("<Question> What is") for q in query_texts(train))
     # The wrong answer it was written for carries the label; the wide CSV reads back as a labelled train.csv.
     wide = read_questions_csv(out / "synthetic.csv", require_labels=True)
     assert len(wide) == 6 and wide["QuestionId"].min() >= 1_000_000
@@ -359,10 +359,11 @@ def test_extra_datasets_are_sampled_by_weight_and_never_held_out(eedi_dataset, s
     assert len(sample_by_weight(frame, 0.3, 0)) == 3 and sample_by_weight(frame, 0.3, 0)["x"].is_unique
     _, misconceptions = load_eedi_dataset(str(eedi_dataset["dataset"]))
     ids = set(misconceptions["MisconceptionId"])
-    rows = extra_training_rows([str(synthetic["dataset"])], [2.0], ids)
+    rows = extra_training_rows([{"path": str(synthetic["dataset"]), "weight": 2.0}], ids)
     assert len(rows) == 12 and (rows["fold"] == -1).all() and (rows["source"] == "synthetic").all()
     with pytest.raises(ValueError, match="not in the training dataset's mapping"):
-        extra_training_rows([str(synthetic["dataset"])], [1.0], ids - {int(rows["MisconceptionId"].iloc[0])})
+        mixture = [{"path": str(synthetic["dataset"]), "weight": 1.0}]
+        extra_training_rows(mixture, ids - {int(rows["MisconceptionId"].iloc[0])})
 
 
 def test_train_retriever_mixes_synthetic_rows_but_counts_only_real_ones_as_seen(eedi_dataset, synthetic, tmp_path):
@@ -384,9 +385,7 @@ def test_train_retriever_mixes_synthetic_rows_but_counts_only_real_ones_as_seen(
         "--num_negatives",
         "1",
         "--extra_datasets",
-        str(synthetic["dataset"]),
-        "--extra_datasets_weights",
-        "0.5",
+        json.dumps([{"path": str(synthetic["dataset"]), "weight": 0.5}]),
     )
     assert f"Extra training rows: 3 from {synthetic['dataset']} (weight 0.5)" in proc.stdout + proc.stderr
     n_real = int((real["fold"] != 0).sum())
@@ -394,10 +393,15 @@ def test_train_retriever_mixes_synthetic_rows_but_counts_only_real_ones_as_seen(
     meta = json.loads((out / RETRIEVER_META).read_text())
     assert set(meta["seen_misconception_ids"]) == set(real.loc[real["fold"] != 0, "MisconceptionId"])
     assert set(meta["seen_misconception_ids"]).isdisjoint(synthetic["targets"]["MisconceptionId"])
-    assert meta["extra_datasets"] == {str(synthetic["dataset"]): 0.5}
-    args = [*common, "--output_dir", str(tmp_path / "bad"), "--extra_datasets", str(synthetic["dataset"])]
-    bad = run_script("scripts/train_retriever.py", *args, "--extra_datasets_weights", "1", "2", check=False)
-    assert bad.returncode == 2 and "extra_datasets_weights has 2 values for 1 entries" in bad.stderr
+    assert meta["extra_datasets"] == [{"path": str(synthetic["dataset"]), "weight": 0.5}]
+    args = [*common, "--output_dir", str(tmp_path / "bad"), "--extra_datasets"]
+    for mixture, needle in (
+        ([{"path": str(synthetic["dataset"]), "weight": 0}], "'weight' must be a number > 0, got 0"),
+        ([{"weight": 2}], "extra_datasets[0]: 'path' is required"),
+    ):
+        bad = run_script("scripts/train_retriever.py", *args, json.dumps(mixture), check=False)
+        assert bad.returncode == 2 and needle in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 def test_train_reranker_mixes_candidates_of_synthetic_questions(eedi_dataset, synthetic, tmp_path):
@@ -416,9 +420,7 @@ def test_train_reranker_mixes_candidates_of_synthetic_questions(eedi_dataset, sy
         "--candidates",
         str(tmp_path / "cand-real"),
         "--extra_candidates",
-        str(tmp_path / "cand-synthetic"),
-        "--extra_candidates_weights",
-        "2",
+        json.dumps([{"path": str(tmp_path / "cand-synthetic"), "weight": 2}]),
         "--model_name_or_path",
         minilm,
         "--output_dir",
@@ -435,7 +437,7 @@ def test_train_reranker_mixes_candidates_of_synthetic_questions(eedi_dataset, sy
     real = synthetic["real"]
     assert meta["train_rows"] == int((real["fold"] != 0).sum()) + 12
     assert set(meta["seen_misconception_ids"]) == set(real.loc[real["fold"] != 0, "MisconceptionId"])
-    assert meta["extra_candidates"] == {str(tmp_path / "cand-synthetic"): 2.0}
+    assert meta["extra_candidates"] == [{"path": str(tmp_path / "cand-synthetic"), "weight": 2.0}]
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -460,7 +462,7 @@ def test_explanations_are_cached_and_fill_the_query(eedi_dataset, tmp_path):
     )
     row = dataset["train"][0]
     key = explanation_key(row)
-    assert row["query"].endswith(
+    assert query_texts(pd.DataFrame([row]))[0].endswith(
         "\n<LLMOutput> " + filled.set_index("QuestionId_Answer").loc[row["QuestionId_Answer"], "LLMOutput"]
     )
     assert key in {explanation_key(r) for r in filled.to_dict("records")}

@@ -144,11 +144,13 @@ def attach_folds(candidates: pd.DataFrame, pairs: pd.DataFrame, source: str) -> 
     return out
 
 
-def extra_candidate_rows(paths: list[str], weights: list[float], names: dict[int, str], seed: int) -> pd.DataFrame:
+def extra_candidate_rows(mixture: list[dict], names: dict[int, str], seed: int) -> pd.DataFrame:
     """Labelled rows of other candidate sets (retrieve.py --candidates_out over e.g. synthetic questions), each
-    sampled by its weight, for training only (fold -1, `source` = the path)."""
+    sampled by its weight, for training only (fold -1, `source` = the path). `mixture`: the recipe's
+    `extra_candidates`, `{path, weight}` mappings (`configs.parse_mixture`)."""
     frames = []
-    for path, weight in zip(paths, weights, strict=True):
+    for entry in mixture:
+        path, weight = entry["path"], entry["weight"]
         frame = read_candidates(path, names)
         if "MisconceptionId" not in frame.columns or frame["MisconceptionId"].isna().all():
             raise InputError(f"{path}: no labelled rows; retrieve over a CSV with misconception ids to train on it")

@@ -13,11 +13,15 @@
 # limitations under the License.
 """Argument dataclasses for the scripts; recipes set them through `trl.TrlParser` (YAML defaults, CLI overrides).
 
-The values they are checked against (label targets, reranker types, the Eedi query prompt, extra-data weights) are
-defined here too, so this module imports nothing from the package: any module can import it without a cycle.
+The values they are checked against (label targets, reranker types, the Eedi query prompt, extra-data mixtures) are
+defined here too, so this module imports nothing from the package: any module can import it without a cycle. Fields
+the three training configs share are declared once, in the mixins `HubOptions`, `OutputOptions` and `FoldOptions`.
 """
 
+import json
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import trl
 from sentence_transformers import SentenceTransformerTrainingArguments
@@ -34,19 +38,88 @@ EEDI_INSTRUCTION = (
     "and explain the nature of the error."
 )
 EEDI_QUERY_PROMPT = f"Instruct: {EEDI_INSTRUCTION}\nQuery: "
+MIXTURE_EXAMPLE = '[{"path": "data/eedi-synthetic", "weight": 0.5}]'
 
 
-def check_weights(names: list[str] | None, weights: list[float] | None, key: str) -> list[float]:
-    """One weight per extra dataset (default 1.0 each), all >= 0; a clear error naming the recipe key otherwise."""
-    if not names:
+def parse_mixture(value: Any, key: str) -> list[dict[str, Any]]:
+    """A list of `{path, weight}` mappings (open-r1's dataset mixtures): from a recipe's YAML list, the command line's
+    JSON string(s), or plain paths (weight 1.0). `path` is required, `weight` must be a number > 0; an error is one
+    line naming the recipe key, the bad item and what was expected."""
+    if value is None:
         return []
-    if weights is None:
-        return [1.0] * len(names)
-    if len(weights) != len(names):
-        raise ValueError(f"{key}_weights has {len(weights)} values for {len(names)} entries of {key}")
-    if any(w < 0 for w in weights):
-        raise ValueError(f"{key}_weights must be >= 0, got {weights}")
-    return list(weights)
+    items: list[Any] = []
+    for item in value if isinstance(value, list | tuple) else [value]:
+        if isinstance(item, str) and item.strip().startswith(("[", "{")):
+            try:
+                parsed = json.loads(item)
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"{key}: {item!r} is not valid JSON ({err.msg}); expected e.g. {MIXTURE_EXAMPLE}"
+                ) from None
+            items.extend(parsed if isinstance(parsed, list) else [parsed])
+        else:
+            items.append(item)
+    mixture = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            item = {"path": item}
+        if not isinstance(item, dict):
+            # ValueError, not TypeError: the scripts turn a ValueError in __post_init__ into one line and exit 2
+            raise ValueError(f"{key}[{i}]: expected a {{path, weight}} mapping or a path, got {item!r}")  # noqa: TRY004
+        unknown = sorted(set(item) - {"path", "weight"})
+        if unknown:
+            raise ValueError(f"{key}[{i}]: unknown keys {unknown} in {item!r}; expected only 'path' and 'weight'")
+        path, weight = item.get("path"), item.get("weight", 1.0)
+        if not isinstance(path, str) or not path.strip():
+            raise ValueError(f"{key}[{i}]: 'path' is required (a dataset folder or Hub id), got {item!r}")
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, int | float)
+            or not (weight > 0 and math.isfinite(weight))
+        ):
+            raise ValueError(f"{key}[{i}] ({path}): 'weight' must be a number > 0, got {weight!r}")
+        mixture.append({"path": path, "weight": float(weight)})
+    return mixture
+
+
+@dataclass
+class HubOptions:
+    """`hub_private_repo`, private by default here (TrainingArguments leaves it to the Hub). Listed before the
+    TrainingArguments class in a config's bases, so this field replaces TrainingArguments' own."""
+
+    hub_private_repo: bool | None = field(
+        default=True,
+        metadata={
+            "help": "Create the Hub repo private (the default here; false for public). Kept if the repo exists."
+        },
+    )
+
+
+@dataclass
+class OutputOptions:
+    """`overwrite_output_dir`: a finished run in output_dir is refused unless this is set (`resolve_checkpoint`)."""
+
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow training into an output_dir that already holds a finished run."}
+    )
+
+
+@dataclass
+class FoldOptions:
+    """The held-out `fold` and its rule (`check_fold`), for the configs that train on a dataset's folds."""
+
+    fold: int = field(
+        default=0, metadata={"help": "Held-out fold (the dataset's `fold` column); -1 trains on every fold, no eval."}
+    )
+
+    def check_fold(self) -> None:
+        """-1 or a fold id >= 0. Called from a config's __post_init__ before TrainingArguments' own, which checks
+        the evaluation settings: -1 holds nothing out, so evaluation and best-checkpoint selection are turned off."""
+        if self.fold < -1:
+            raise ValueError(f"fold must be -1 (train on every fold) or a fold id >= 0, got {self.fold}")
+        if self.fold == -1 and (self.eval_strategy != "no" or self.load_best_model_at_end):
+            # Training on every fold leaves nothing to evaluate or to pick a best checkpoint with.
+            self.eval_strategy, self.load_best_model_at_end = "no", False
 
 
 @dataclass
@@ -61,15 +134,8 @@ class ScriptArguments(trl.ScriptArguments):
 
 
 @dataclass
-class ClassifierConfig(TrainingArguments):
+class ClassifierConfig(HubOptions, OutputOptions, TrainingArguments):
     """TrainingArguments plus the MAP classifier's own settings."""
-
-    hub_private_repo: bool | None = field(
-        default=True,
-        metadata={
-            "help": "Create the Hub repo private (the default here; false for public). Kept if the repo exists."
-        },
-    )
 
     max_length: int = field(default=256, metadata={"help": "Tokens kept per input (longer inputs are truncated)."})
     text_template: str | None = field(
@@ -107,9 +173,6 @@ class ClassifierConfig(TrainingArguments):
         default=False,
         metadata={"help": "Pad every input to max_length (static shapes, the naive setting) instead of per batch."},
     )
-    overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Allow training into an output_dir that already holds a finished run."}
-    )
 
     def __post_init__(self):
         if self.label_target not in LABEL_TARGETS:
@@ -129,19 +192,9 @@ POOLING_CHOICES = ("last_token", "mean", "cls")
 
 
 @dataclass
-class RetrieverConfig(SentenceTransformerTrainingArguments):
+class RetrieverConfig(HubOptions, OutputOptions, FoldOptions, SentenceTransformerTrainingArguments):
     """SentenceTransformerTrainingArguments plus the Eedi bi-encoder retriever's own settings."""
 
-    hub_private_repo: bool | None = field(
-        default=True,
-        metadata={
-            "help": "Create the Hub repo private (the default here; false for public). Kept if the repo exists."
-        },
-    )
-
-    fold: int = field(
-        default=0, metadata={"help": "Held-out fold (the dataset's `fold` column); -1 trains on every fold, no eval."}
-    )
     query_prompt: str = field(
         default=EEDI_QUERY_PROMPT,
         metadata={
@@ -189,16 +242,15 @@ class RetrieverConfig(SentenceTransformerTrainingArguments):
         default=None,
         metadata={"help": "Learning rate of the LoRA weights (others use learning_rate); needs use_peft."},
     )
-    extra_datasets: list[str] | None = field(
+    extra_datasets: list[dict[str, Any]] | str | None = field(
         default=None,
         metadata={
             "help": "More training pairs, e.g. synthetic ones (data_builders/build_synthetic.py): Eedi datasets by "
-            "path or Hub id, training only, never evaluated on."
+            "path or Hub id, training only, never evaluated on. A list of {path, weight}: weight 1 (the default) uses "
+            "every row once, 2 twice, 0.5 a random half. On the command line JSON, e.g. "
+            f"'{MIXTURE_EXAMPLE}', or plain paths.",
+            "nargs": "+",  # HfArgumentParser passes metadata to argparse: JSON strings or paths, one or more
         },
-    )
-    extra_datasets_weights: list[float] | None = field(
-        default=None,
-        metadata={"help": "One weight per extra dataset: 1 uses every row once, 2 twice, 0.5 a random half."},
     )
     batch_sampler: BatchSamplers | str = field(
         default=BatchSamplers.NO_DUPLICATES,
@@ -206,9 +258,6 @@ class RetrieverConfig(SentenceTransformerTrainingArguments):
             "help": "no_duplicates (default): no text twice in a batch, so no misconception is its own negative; "
             "no_false_negatives: only that rule (shared negatives allowed), for many negatives per row."
         },
-    )
-    overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Allow training into an output_dir that already holds a finished run."}
     )
 
     def __post_init__(self):
@@ -226,11 +275,7 @@ class RetrieverConfig(SentenceTransformerTrainingArguments):
             )
         if self.scale <= 0:
             raise ValueError(f"scale must be positive, got {self.scale}")
-        if self.fold < -1:
-            raise ValueError(f"fold must be -1 (train on every fold) or a fold id >= 0, got {self.fold}")
-        if self.fold == -1 and (self.eval_strategy != "no" or self.load_best_model_at_end):
-            # Training on every fold leaves nothing to evaluate or to pick a best checkpoint with.
-            self.eval_strategy, self.load_best_model_at_end = "no", False
+        self.check_fold()
         # The query prompt is applied to the anchor column only; queries and documents get their own max lengths.
         if not self.prompts and self.query_prompt:
             self.prompts = {"anchor": self.query_prompt}
@@ -243,23 +288,16 @@ class RetrieverConfig(SentenceTransformerTrainingArguments):
             from .retrieval_training import NoFalseNegativesBatchSampler
 
             self.batch_sampler = NoFalseNegativesBatchSampler
-        self.extra_datasets_weights = check_weights(self.extra_datasets, self.extra_datasets_weights, "extra_datasets")
+        self.extra_datasets = parse_mixture(self.extra_datasets, "extra_datasets")
         if self.lora_learning_rate is not None and not self.learning_rate_mapping:
             self.learning_rate_mapping = {r"\.lora_(A|B|embedding_A|embedding_B)\.": self.lora_learning_rate}
         super().__post_init__()
 
 
 @dataclass
-class RerankerConfig(trl.SFTConfig):
+class RerankerConfig(HubOptions, OutputOptions, FoldOptions, trl.SFTConfig):
     """SFTConfig (the listwise reranker's trainer) plus the reranker's own settings; the pointwise cross-encoder
     gets the same training settings as CrossEncoderTrainingArguments."""
-
-    hub_private_repo: bool | None = field(
-        default=True,
-        metadata={
-            "help": "Create the Hub repo private (the default here; false for public). Kept if the repo exists."
-        },
-    )
 
     reranker_type: str = field(
         default="listwise",
@@ -271,17 +309,15 @@ class RerankerConfig(trl.SFTConfig):
         default=None,
         metadata={"help": "Candidates from scripts/retrieve.py --candidates_out (every row of the dataset)."},
     )
-    fold: int = field(default=0, metadata={"help": "Held-out fold (the dataset's `fold` column); -1 trains on all."})
-    extra_candidates: list[str] | None = field(
+    extra_candidates: list[dict[str, Any]] | str | None = field(
         default=None,
         metadata={
             "help": "More training rows: candidates from retrieve.py --candidates_out over other labelled questions "
-            "(e.g. build_synthetic.py's synthetic.csv); training only."
+            "(e.g. build_synthetic.py's synthetic.csv); training only. A list of {path, weight}: weight 1 (the "
+            "default) every row once, 2 twice, 0.5 a random half. On the command line JSON, e.g. "
+            f"'{MIXTURE_EXAMPLE}', or plain paths.",
+            "nargs": "+",
         },
-    )
-    extra_candidates_weights: list[float] | None = field(
-        default=None,
-        metadata={"help": "One weight per extra candidates set: 1 every row once, 2 twice, 0.5 a random half."},
     )
     num_candidates: int = field(
         default=20, metadata={"help": "Listwise: candidates per training prompt (the gold one inserted if missed)."}
@@ -308,9 +344,6 @@ class RerankerConfig(trl.SFTConfig):
     final_eval_max_rows: int | None = field(
         default=None, metadata={"help": "Rerank at most this many held-out rows after training (unset: all)."}
     )
-    overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Allow training into an output_dir that already holds a finished run."}
-    )
 
     def __post_init__(self):
         if self.reranker_type not in RERANKER_TYPES:
@@ -323,13 +356,8 @@ class RerankerConfig(trl.SFTConfig):
             raise ValueError(f"need 2 <= window <= 26 and 1 <= stride <= window, got {self.window}/{self.stride}")
         if min(self.num_negatives, self.in_batch_negatives, self.rerank_top_k) < 1:
             raise ValueError("num_negatives, in_batch_negatives and rerank_top_k must be at least 1")
-        if self.fold < -1:
-            raise ValueError(f"fold must be -1 (train on every fold) or a fold id >= 0, got {self.fold}")
-        if self.fold == -1 and (self.eval_strategy != "no" or self.load_best_model_at_end):
-            self.eval_strategy, self.load_best_model_at_end = "no", False
-        self.extra_candidates_weights = check_weights(
-            self.extra_candidates, self.extra_candidates_weights, "extra_candidates"
-        )
+        self.check_fold()
+        self.extra_candidates = parse_mixture(self.extra_candidates, "extra_candidates")
         if self.reranker_type == "listwise":
             self.completion_only_loss = True if self.completion_only_loss is None else self.completion_only_loss
         super().__post_init__()

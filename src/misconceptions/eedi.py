@@ -15,11 +15,11 @@
 
 The competition's `train.csv` is wide: one row per question with four answers (`AnswerAText`...) and, for the wrong
 ones, a misconception id (`MisconceptionAId`..., written as floats such as `1672.0`, empty when unlabelled).
-`pivot_wrong_answers` turns it into one row per (question, wrong answer); `build_eedi_dataset` adds the query text
-(the Eedi reference solution's `<Question> ... <Correct Answer> ... <Incorrect Answer> ... <Construct> ... <Subject>
-...` structure) and a grouped `fold` column. The reference solution's instruction is applied as the model's query
-prompt (`configs.EEDI_QUERY_PROMPT`), so the stored query text stays instruction-free and any prompt can be tried on
-the same dataset.
+`pivot_wrong_answers` turns it into one row per (question, wrong answer); `build_eedi_dataset` adds a grouped `fold`
+column. Query texts (the Eedi reference solution's `<Question> ... <Correct Answer> ... <Incorrect Answer> ...
+<Construct> ... <Subject> ...` structure, or a recipe's `query_template`) are formatted from these columns where they
+are used (`query_texts`), so the dataset stores none. The reference solution's instruction is applied as the model's
+query prompt (`configs.EEDI_QUERY_PROMPT`), so any prompt can be tried on the same dataset.
 """
 
 import logging
@@ -79,8 +79,18 @@ PAIR_FEATURES = Features(
         "MisconceptionId": Value("int64"),
         "MisconceptionName": Value("string"),
         "fold": Value("int64"),
-        "query": Value("string"),
     }
+)
+# The pivoted rows' keys and the fields of the reference query: what `retrieve_candidates` needs from a dataset.
+PIVOT_COLUMNS = (
+    "QuestionId_Answer",
+    "QuestionId",
+    "Answer",
+    "QuestionText",
+    "CorrectAnswerText",
+    "AnswerText",
+    "ConstructName",
+    "SubjectName",
 )
 
 
@@ -259,8 +269,8 @@ def build_eedi_dataset(
     """Validated CSVs -> (DatasetDict(train=labelled pairs, unlabelled=wrong answers without a label,
     misconceptions=id+name), the validated wide questions with their `fold`, the misconceptions frame).
 
-    With `explanations` (a scripts/explain.py folder covering every wrong answer), each row gets its `LLMOutput`
-    and the query ends with the Eedi reference solution's `<LLMOutput>` field.
+    With `explanations` (a scripts/explain.py folder covering every wrong answer), each row gets its `LLMOutput`,
+    which `format_query` ends the query with (the Eedi reference solution's `<LLMOutput>` field).
     """
     if fold_by not in FOLD_BY:
         raise InputError(f"--fold_by must be one of {', '.join(FOLD_BY)}, got '{fold_by}'")
@@ -275,7 +285,6 @@ def build_eedi_dataset(
     if explanations is not None:
         pairs = attach_explanations(pairs, explanations)
         features = Features({**PAIR_FEATURES, "LLMOutput": Value("string")})
-    pairs["query"] = query_texts(pairs)
     labelled = pairs["MisconceptionId"].notna()
     if not labelled.any():
         raise InputError(f"{train_csv}: no wrong answer has a misconception id; nothing to train on")
@@ -312,6 +321,30 @@ def load_eedi_dataset(name_or_path: str) -> tuple[DatasetDict, pd.DataFrame]:
     return pairs, misconceptions.sort_values("MisconceptionId").reset_index(drop=True)
 
 
+def dataset_rows(pairs: DatasetDict, fold: int | None = None, source: str = "the dataset") -> pd.DataFrame:
+    """Every wrong answer of a built dataset (its `train` and `unlabelled` splits), or those of one `fold`, as
+    `retrieve_candidates` takes them: in question order then A-D, the order `pivot_wrong_answers` gives a CSV whose
+    questions are sorted by QuestionId (as the competition's train.csv and build_eedi.py's fold<k>.csv are), so the
+    model sees the same rows in the same batches. `fold` None or -1: every fold."""
+    frames = [pairs[name].to_pandas() for name in ("train", "unlabelled") if name in pairs]
+    if not frames:
+        raise InputError(
+            f"{source}: no 'train' or 'unlabelled' split (has {list(pairs)}); build it with build_eedi.py"
+        )
+    rows = pd.concat(frames, ignore_index=True)
+    missing = [c for c in (*PIVOT_COLUMNS, "MisconceptionId", "fold") if c not in rows.columns]
+    if missing:
+        raise InputError(f"{source}: lacks column(s) {missing}; build it with data_builders/build_eedi.py")
+    if fold is not None and fold != -1:
+        folds = sorted(int(f) for f in rows["fold"].unique())
+        if fold not in folds:
+            raise InputError(f"{source}: --fold {fold} is not one of its folds {folds} (or -1 for every fold)")
+        rows = rows[rows["fold"] == fold]
+    rows = rows.sort_values(["QuestionId", "Answer"], kind="stable").reset_index(drop=True)
+    rows["MisconceptionId"] = rows["MisconceptionId"].astype("Int64")
+    return rows
+
+
 def eedi_hub_configs(dataset: DatasetDict) -> dict[str, DatasetDict]:
     """The Hub layout of a build_eedi.py dataset: the pairs as the default config, the misconceptions as another."""
     pairs = DatasetDict({k: v for k, v in dataset.items() if k != MISCONCEPTIONS_SPLIT})
@@ -339,17 +372,19 @@ def sample_by_weight(frame: pd.DataFrame, weight: float, seed: int) -> pd.DataFr
 
 
 def extra_training_rows(
-    datasets: list[str], weights: list[float], misconception_ids: set[int], split: str = "train", seed: int = 42
+    mixture: list[dict], misconception_ids: set[int], split: str = "train", seed: int = 42
 ) -> pd.DataFrame:
     """Labelled pairs from other Eedi datasets (e.g. data_builders/build_synthetic.py's), each sampled by its
-    weight, for training only (fold -1); `source` kept from the dataset or set to its name."""
+    weight, for training only (fold -1); `source` kept from the dataset or set to its name. `mixture`: the
+    recipe's `extra_datasets`, `{path, weight}` mappings (`configs.parse_mixture`)."""
     frames = []
-    for name, weight in zip(datasets, weights, strict=True):
+    for entry in mixture:
+        name, weight = entry["path"], entry["weight"]
         pairs, _ = load_eedi_dataset(name)
         if split not in pairs:
             raise InputError(f"{name}: no '{split}' split (has {list(pairs)})")
         frame = pairs[split].to_pandas()
-        missing = [c for c in ("QuestionId_Answer", "MisconceptionId", "MisconceptionName", "query") if c not in frame]
+        missing = [c for c in ("MisconceptionId", "MisconceptionName", *PIVOT_COLUMNS) if c not in frame]
         if missing:
             raise InputError(f"{name}: split '{split}' lacks columns {missing}; build it with data_builders/")
         unknown = sorted(set(frame["MisconceptionId"].astype(int)) - misconception_ids)

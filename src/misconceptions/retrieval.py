@@ -13,7 +13,7 @@
 # limitations under the License.
 """Eedi retrieval with a trained bi-encoder: loading it back (full model, LoRA adapter on a 4-bit base, or ONNX),
 encoding, cached misconception embeddings, exact or FAISS search, MAP@25/recall@K (seen and unseen misconceptions
-apart), and the top candidates of every wrong answer in a question CSV.
+apart), and the top candidates of every wrong answer in a question CSV or in a built dataset's rows.
 
 Queries and documents are encoded with the SentenceTransformer's own `encode_query` / `encode_document` (the saved
 "query" prompt and per-task max lengths). The misconception embeddings are cached by model folder, source file and
@@ -30,10 +30,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from datasets import Dataset
 from sentence_transformers import SentenceTransformer
 
 from .candidates import TOP_K
-from .eedi import pivot_wrong_answers, query_texts, read_misconceptions_csv, read_questions_csv
+from .eedi import (
+    MISCONCEPTION_COLUMNS,
+    PIVOT_COLUMNS,
+    pivot_wrong_answers,
+    query_texts,
+    read_misconceptions_csv,
+    read_questions_csv,
+)
 from .errors import InputError
 from .explanations import attach_explanations
 from .io_utils import atomic_path
@@ -136,20 +144,22 @@ def cached_document_embeddings(
     model: SentenceTransformer,
     model_dir: str,
     texts: list[str],
-    source_file: str | os.PathLike,
+    source_file: str | os.PathLike | None,
     batch_size: int = 64,
     cache_folder: str | os.PathLike | None = None,
 ) -> tuple[np.ndarray, bool]:
-    """Misconception embeddings, cached by (model folder fingerprint, source file sha256, document settings).
+    """Misconception embeddings, cached by (model folder fingerprint, source file sha256 or, without a file (the
+    mapping of a built dataset), the texts' sha256, document settings).
 
     Returns (embeddings, whether they came from the cache). The cache is written atomically.
     """
     module = model[0]
+    source = file_sha256(source_file) if source_file else hashlib.sha256(json.dumps(texts).encode()).hexdigest()
     key = hashlib.sha256(
         json.dumps(
             [
                 model_fingerprint(model_dir),
-                file_sha256(source_file),
+                source,
                 model.prompts.get("document", ""),
                 getattr(module, "document_length", None),
                 len(texts),
@@ -204,10 +214,32 @@ def load_retriever(
     return model, meta
 
 
+def wrong_answer_rows(
+    questions: str | os.PathLike | pd.DataFrame | Dataset, misconceptions: pd.DataFrame
+) -> pd.DataFrame:
+    """One row per wrong answer: a wide question CSV read, validated and pivoted, or a built dataset's pivoted rows
+    (`eedi.dataset_rows`, or any frame with `PIVOT_COLUMNS`) taken as they are, in their order. Labels must be in
+    `misconceptions`; a missing column or an unknown label is one clear error."""
+    ids = set(misconceptions["MisconceptionId"])
+    if not isinstance(questions, pd.DataFrame | Dataset):
+        return pivot_wrong_answers(read_questions_csv(questions, misconception_ids=ids), misconceptions)
+    rows = questions.to_pandas() if isinstance(questions, Dataset) else questions.reset_index(drop=True)
+    missing = [c for c in PIVOT_COLUMNS if c not in rows.columns]
+    if missing:
+        raise InputError(f"the question rows lack column(s) {missing}; give pivoted rows as build_eedi.py writes")
+    rows = rows.copy()
+    labels = rows["MisconceptionId"] if "MisconceptionId" in rows.columns else pd.Series(pd.NA, index=rows.index)
+    rows["MisconceptionId"] = labels.astype("Int64")
+    unknown = sorted({int(i) for i in rows["MisconceptionId"].dropna()} - ids)
+    if unknown:
+        raise InputError(f"the question rows are labelled with misconception ids not in the mapping: {unknown[:5]}")
+    return rows
+
+
 def retrieve_candidates(
     model_dir: str,
-    input_csv: str,
-    misconceptions_csv: str,
+    input_csv: str | os.PathLike | pd.DataFrame | Dataset,
+    misconceptions_csv: str | os.PathLike | pd.DataFrame,
     k: int,
     batch_size: int = 64,
     use_faiss: bool = False,
@@ -215,8 +247,10 @@ def retrieve_candidates(
     explanations: str | None = None,
     backend: str = "torch",
 ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
-    """Retrieve the top `k` misconceptions for every wrong answer of an Eedi question CSV.
+    """Retrieve the top `k` misconceptions for every wrong answer of an Eedi question CSV, or of a built dataset's
+    pivoted rows (a DataFrame or Dataset: `eedi.dataset_rows`, so no wide CSV is written and read back).
 
+    `misconceptions_csv`: misconception_mapping.csv, or the id/name frame (`load_eedi_dataset`'s second value).
     Inputs are validated before the model loads. Returns (candidates, the model's metadata, run info): one row per
     wrong answer with QuestionId_Answer, QuestionId, Answer, query, MisconceptionId (None when unlabelled) and the
     candidate_ids/candidate_scores/candidate_names lists, best first: `retrieve.py --candidates_out`'s schema.
@@ -225,14 +259,19 @@ def retrieve_candidates(
     """
     import time
 
-    misconceptions = read_misconceptions_csv(misconceptions_csv)
-    questions = read_questions_csv(input_csv, misconception_ids=set(misconceptions["MisconceptionId"]))
-    rows = pivot_wrong_answers(questions, misconceptions)
+    if isinstance(misconceptions_csv, pd.DataFrame):
+        missing = [c for c in MISCONCEPTION_COLUMNS if c not in misconceptions_csv.columns]
+        if missing:
+            raise InputError(f"the misconceptions table lacks column(s) {missing}")
+        misconceptions, source_file = misconceptions_csv.sort_values("MisconceptionId").reset_index(drop=True), None
+    else:
+        misconceptions, source_file = read_misconceptions_csv(misconceptions_csv), misconceptions_csv
+    rows = wrong_answer_rows(input_csv, misconceptions)
     if explanations:  # the Eedi reference solution's <LLMOutput>, for a retriever trained with explanations
         rows = attach_explanations(rows, explanations)
     model, meta = load_retriever(model_dir, backend=backend)
     documents, cached = cached_document_embeddings(
-        model, model_dir, misconceptions["MisconceptionName"].tolist(), misconceptions_csv, batch_size, embedding_cache
+        model, model_dir, misconceptions["MisconceptionName"].tolist(), source_file, batch_size, embedding_cache
     )
     queries_text = query_texts(rows, meta.get("query_template"))
     started = time.perf_counter()

@@ -325,9 +325,7 @@ def finalize_retriever(
         "dtype": model_args.dtype if model_args.dtype not in ("auto", None) else None,
         "quantization": quantization_to_dict(trainer.model),
         "seen_misconception_ids": seen,
-        "extra_datasets": dict(
-            zip(training_args.extra_datasets or [], training_args.extra_datasets_weights or [], strict=True)
-        ),
+        "extra_datasets": training_args.extra_datasets,
     }
     metrics: dict[str, float] = {}
     if trainer.is_world_process_zero():

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .eedi import MISCONCEPTIONS_SPLIT, PAIR_FEATURES, pivot_wrong_answers, query_texts
+from .eedi import MISCONCEPTIONS_SPLIT, PAIR_FEATURES, pivot_wrong_answers
 from .errors import InputError
 from .generation import Conversation, GenerationSettings
 from .io_utils import append_jsonl, read_jsonl
@@ -320,7 +320,6 @@ def synthetic_dataset(questions: pd.DataFrame, misconceptions: pd.DataFrame, sou
     pairs = pivot_wrong_answers(questions, misconceptions)
     pairs = pairs[pairs["MisconceptionId"].notna()].reset_index(drop=True)
     pairs["fold"] = -1
-    pairs["query"] = query_texts(pairs)
     pairs["source"] = source
     features = Features({**PAIR_FEATURES, "source": Value("string")})
     train = Dataset.from_pandas(pairs[list(features)], features=features, preserve_index=False)
