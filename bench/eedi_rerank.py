@@ -59,14 +59,14 @@ def main(argv=None) -> dict:
     torch.manual_seed(0)
     dataset = Path(args.dataset)
     started = time.perf_counter()
-    candidates, retriever_meta, info = retrieve_candidates(
+    candidates, retriever_settings, info = retrieve_candidates(
         args.retriever, str(dataset / f"fold{args.fold}.csv"), str(dataset / "misconception_mapping.csv"), 100
     )
     retrieve_seconds = time.perf_counter() - started
     candidates = candidates[candidates["MisconceptionId"].notna()].reset_index(drop=True)
     if args.max_rows:
         candidates = candidates.iloc[: args.max_rows]
-    seen = set(retriever_meta["seen_misconception_ids"])
+    seen = set(retriever_settings.seen_misconception_ids)
     n = len(candidates)
     ranked_by_retriever = candidates["candidate_ids"].tolist()
     base = rerank_metrics(candidates, ranked_by_retriever, seen)
@@ -87,8 +87,8 @@ def main(argv=None) -> dict:
         if not folder:
             continue
         reranker = load_reranker(folder)
-        meta = reranker.meta
-        top_k, weight, scale = meta["rerank_top_k"], meta["blend_weight"], meta["retriever_scale"]
+        settings = reranker.settings
+        top_k, weight, scale = settings.rerank_top_k, settings.blend_weight, settings.retriever_scale
         started = time.perf_counter()
         if kind == "pointwise":
             # One scoring pass; the saved blend and the cross-encoder alone are two orderings of the same scores.
@@ -127,8 +127,8 @@ def main(argv=None) -> dict:
                 "model": folder,
                 "blend_weight": variants[label],
                 "rerank_top_k": top_k,
-                "window": meta.get("window") if kind == "listwise" else None,
-                "stride": meta.get("stride") if kind == "listwise" else None,
+                "window": settings.window if kind == "listwise" else None,
+                "stride": settings.stride if kind == "listwise" else None,
                 **{k.replace("reranked_", ""): v for k, v in metrics.items() if "retriever" not in k},
                 "gain_map@25": metrics["reranked_map@25"] - metrics["retriever_map@25"],
                 "seconds_per_1000_queries": 1000 * seconds / n,

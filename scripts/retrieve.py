@@ -80,7 +80,7 @@ def main(argv=None) -> dict:
     # 1-3. Validate the inputs (before loading the model), encode (misconceptions cached), exact search
     model_dir = resolve_model_dir(args.model)
     k = max(args.top_k, args.candidates_k, 100)
-    candidates, meta, info = retrieve_candidates(
+    candidates, settings, info = retrieve_candidates(
         model_dir,
         args.input_csv,
         args.misconceptions_csv,
@@ -104,7 +104,8 @@ def main(argv=None) -> dict:
     )
     metrics: dict = {}
     if labelled_input.any():
-        seen = set(meta["seen_misconception_ids"]) if "seen_misconception_ids" in meta else None
+        seen_ids = settings.seen_misconception_ids
+        seen = set(seen_ids) if seen_ids is not None else None
         actual = candidates.loc[labelled_input, "MisconceptionId"].astype(int).tolist()
         metrics = retrieval_metrics(actual, ranked[labelled_input], seen)
         metrics |= {

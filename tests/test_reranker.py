@@ -40,6 +40,7 @@ from misconceptions.listwise import (
     window_starts,
 )
 from misconceptions.rerank_model import RERANKER_META, Reranker
+from misconceptions.settings import RerankerSettings
 
 from .conftest import REPO, run_script
 
@@ -172,7 +173,7 @@ def test_option_logit_scorer_ranks_a_planted_candidate_first(smollm2, tmp_path):
     )
     SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer).train()
     model.eval()
-    reranker = Reranker("listwise", model, tokenizer, {"max_length": 256})
+    reranker = Reranker("listwise", model, tokenizer, RerankerSettings(max_length=256))
     names = [distractors[j % len(distractors)] for j in range(11)]
     for position in (0, 4, 10):
         candidates = names[:position] + [planted] + names[position:]
