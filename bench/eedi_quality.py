@@ -137,10 +137,10 @@ def main(argv=None) -> dict:
 
     # 3. The fine-tuned retriever, with its own query format and prompt
     if args.model:
-        model, meta = load_retriever(args.model)
-        if meta.get("fold") not in (None, args.fold):
-            print(f"warning: {args.model} was trained with fold {meta.get('fold')} held out, not {args.fold}")
-        queries = query_texts(eval_df, meta.get("query_template"))
+        model, settings = load_retriever(args.model)
+        if settings.fold not in (None, args.fold):
+            print(f"warning: {args.model} was trained with fold {settings.fold} held out, not {args.fold}")
+        queries = query_texts(eval_df, settings.query_template)
         q, d, speed = dense_run(model, queries, documents, args.batch_size)
         _, indices = search(q, d, 100)
         results["methods"]["fine_tuned"] = retrieval_metrics(actual, corpus_ids[indices], seen) | speed

@@ -60,12 +60,12 @@ def main(argv=None) -> dict:
     started = time.perf_counter()  # reading the held-out rows included, as when they came from a CSV
     pairs, misconceptions = load_eedi_dataset(args.dataset)
     held_out = dataset_rows(pairs, args.fold, args.dataset)
-    candidates, retriever_meta, info = retrieve_candidates(args.retriever, held_out, misconceptions, 100)
+    candidates, retriever_settings, info = retrieve_candidates(args.retriever, held_out, misconceptions, 100)
     retrieve_seconds = time.perf_counter() - started
     candidates = candidates[candidates["MisconceptionId"].notna()].reset_index(drop=True)
     if args.max_rows:
         candidates = candidates.iloc[: args.max_rows]
-    seen = set(retriever_meta["seen_misconception_ids"])
+    seen = set(retriever_settings.seen_misconception_ids)
     n = len(candidates)
     ranked_by_retriever = candidates["candidate_ids"].tolist()
     base = rerank_metrics(candidates, ranked_by_retriever, seen)
@@ -86,8 +86,8 @@ def main(argv=None) -> dict:
         if not folder:
             continue
         reranker = load_reranker(folder)
-        meta = reranker.meta
-        top_k, weight, scale = meta["rerank_top_k"], meta["blend_weight"], meta["retriever_scale"]
+        settings = reranker.settings
+        top_k, weight, scale = settings.rerank_top_k, settings.blend_weight, settings.retriever_scale
         started = time.perf_counter()
         if kind == "pointwise":
             # One scoring pass; the saved blend and the cross-encoder alone are two orderings of the same scores.
@@ -126,8 +126,8 @@ def main(argv=None) -> dict:
                 "model": folder,
                 "blend_weight": variants[label],
                 "rerank_top_k": top_k,
-                "window": meta.get("window") if kind == "listwise" else None,
-                "stride": meta.get("stride") if kind == "listwise" else None,
+                "window": settings.window if kind == "listwise" else None,
+                "stride": settings.stride if kind == "listwise" else None,
                 **{k.replace("reranked_", ""): v for k, v in metrics.items() if "retriever" not in k},
                 "gain_map@25": metrics["reranked_map@25"] - metrics["retriever_map@25"],
                 "seconds_per_1000_queries": 1000 * seconds / n,

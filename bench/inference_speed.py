@@ -127,11 +127,11 @@ def eedi_worker(args) -> dict:
 
     misconceptions, rows = labelled_eedi_rows(args)
     started = time.perf_counter()
-    model, meta = load_retriever(args.eedi_model, backend=args.backend)
+    model, settings = load_retriever(args.eedi_model, backend=args.backend)
     load_seconds = time.perf_counter() - started
     assert getattr(model, "backend", "torch") == args.backend, f"{args.backend} fell back to torch"
     rss_loaded = rss_mb()
-    queries = query_texts(rows, meta.get("query_template"))
+    queries = query_texts(rows, settings.query_template)
     rates = []
     for _ in range(args.repeats):  # the median of a few passes, and their spread
         started = time.perf_counter()

@@ -155,9 +155,9 @@ def map_worker(args) -> dict:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         paths = {"fp32": fp32} | make_variants(fp32, Path(tmp), clf.model, clf.tokenizer, names, "logits")
-        texts = texts_for(df, clf.meta.get("text_template"))
+        texts = texts_for(df, clf.settings.text_template)
         middle = args.batch_sizes[len(args.batch_sizes) // 2]
-        batches = token_batches(clf.tokenizer, texts, names, clf.meta["max_length"], middle)
+        batches = token_batches(clf.tokenizer, texts, names, clf.settings.max_length, middle)
         results["profile"] = {v: op_profile(paths[v], batches) for v in PROFILED}
         for name in ("torch", *paths):
             if name != "torch":
@@ -185,8 +185,8 @@ def eedi_worker(args) -> dict:
     misconceptions, rows = labelled_eedi_rows(args)
     gold = rows["MisconceptionId"].astype(int).tolist()
     names, ids = misconceptions["MisconceptionName"].tolist(), misconceptions["MisconceptionId"].to_numpy()
-    torch_model, meta = load_retriever(args.eedi_model, backend="torch")
-    queries = query_texts(rows, meta.get("query_template"))
+    torch_model, settings = load_retriever(args.eedi_model, backend="torch")
+    queries = query_texts(rows, settings.query_template)
     encoder, _ = load_retriever(args.eedi_model, backend="onnx")
     fp32, inputs, tokenizer = encoder.query_session.path, encoder.input_names, encoder.tokenizer
     fp32_documents = encode_documents(encoder, names, 64)

@@ -96,11 +96,11 @@ def tfidf_baseline(train_df, val_df, seed: int) -> dict:
     return result
 
 
-def naive_predict_rows_per_second(model, tokenizer, meta, val_df, batch_size: int) -> tuple[float, np.ndarray]:
+def naive_predict_rows_per_second(model, tokenizer, settings, val_df, batch_size: int) -> tuple[float, np.ndarray]:
     """The MAP reference solution's inference: Trainer.predict over inputs padded to max_length, in file order."""
-    ds = Dataset.from_dict({"text": texts_for(val_df, meta["text_template"])})
+    ds = Dataset.from_dict({"text": texts_for(val_df, settings.text_template)})
     ds = ds.map(
-        lambda b: tokenizer(b["text"], truncation=True, max_length=meta["max_length"], padding="max_length"),
+        lambda b: tokenizer(b["text"], truncation=True, max_length=settings.max_length, padding="max_length"),
         batched=True,
         remove_columns=["text"],
     )
@@ -147,15 +147,15 @@ def main() -> None:
         train_recipe(dataset_dir, model_dir)
     train_results = json.loads((model_dir / "train_results.json").read_text())
     classifier = load_classifier(str(model_dir))
-    model, tokenizer, meta = classifier.model, classifier.tokenizer, classifier.meta
+    model, tokenizer, settings = classifier.model, classifier.tokenizer, classifier.settings
     minilm = {
         "train_minutes_transformer": round(train_results["train_runtime"] / 60, 1),
         "model_dir": str(model_dir),
-        "tfidf_weight": meta.get("tfidf_weight", 0.0),
+        "tfidf_weight": settings.tfidf_weight,
     }
     if (model_dir / "eval_results.json").exists():
         minilm["eval_results"] = json.loads((model_dir / "eval_results.json").read_text())
-    variants = {"transformer_only": Classifier(model, tokenizer, meta, None), "recipe": classifier}
+    variants = {"transformer_only": Classifier(model, tokenizer, settings, None), "recipe": classifier}
     for name, variant in variants.items():
         for restrict in (False, True):
             ranked = rank_dataframe(variant, val_df, restrict_labels=restrict, batch_size=128)
@@ -165,14 +165,14 @@ def main() -> None:
     print(minilm, flush=True)
 
     # 4. Prediction speed: this toolkit's path vs Trainer.predict on max-length padding (same model, same rows)
-    texts = texts_for(val_df, meta["text_template"])
+    texts = texts_for(val_df, settings.text_template)
     start = time.time()
-    probs = predict_probs(model, tokenizer, texts, meta["max_length"], batch_size=128)
+    probs = predict_probs(model, tokenizer, texts, settings.max_length, batch_size=128)
     ours = len(texts) / (time.time() - start)
     start = time.time()
     rank_dataframe(classifier, val_df, batch_size=128)
     recipe_path = len(texts) / (time.time() - start)
-    naive, logits = naive_predict_rows_per_second(model, tokenizer, meta, val_df, batch_size=128)
+    naive, logits = naive_predict_rows_per_second(model, tokenizer, settings, val_df, batch_size=128)
     agree = float(np.mean(np.argmax(logits, axis=1) == np.argmax(probs, axis=1)))
     results["predict_rows_per_second"] = {
         "toolkit_transformer": round(ours, 1),

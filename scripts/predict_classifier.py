@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
     submission = pd.DataFrame({"row_id": df["row_id"], "Category:Misconception": [" ".join(r) for r in ranked]})
     metrics = {}
     if "label" in df.columns:
-        unseen = ~df["label"].isin(classifier.meta["labels"])
+        unseen = ~df["label"].isin(classifier.settings.labels)
         if unseen.any():
             logger.warning(
                 "%d rows have labels the model never saw (e.g. %s); they score 0",

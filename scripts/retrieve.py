@@ -111,7 +111,7 @@ def main(argv=None) -> dict:
         misconceptions = misconceptions or dataset_misconceptions
     model_dir = resolve_model_dir(args.model)
     k = max(args.top_k, args.candidates_k, 100)
-    candidates, meta, info = retrieve_candidates(
+    candidates, settings, info = retrieve_candidates(
         model_dir,
         questions,
         misconceptions,
@@ -135,7 +135,8 @@ def main(argv=None) -> dict:
     )
     metrics: dict = {}
     if labelled_input.any():
-        seen = set(meta["seen_misconception_ids"]) if "seen_misconception_ids" in meta else None
+        seen_ids = settings.seen_misconception_ids
+        seen = set(seen_ids) if seen_ids is not None else None
         actual = candidates.loc[labelled_input, "MisconceptionId"].astype(int).tolist()
         metrics = retrieval_metrics(actual, ranked[labelled_input], seen)
         metrics |= {
@@ -158,7 +159,7 @@ def main(argv=None) -> dict:
         top = candidates.copy()
         for column in ("candidate_ids", "candidate_scores", "candidate_names"):
             top[column] = [row[: args.candidates_k] for row in top[column]]
-        save_candidates(top, args.candidates_out)
+        save_candidates(top, args.candidates_out, retriever=settings)
         print(f"Saved {len(top)} rows x {args.candidates_k} candidates to {args.candidates_out}")
     return metrics
 

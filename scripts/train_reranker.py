@@ -41,7 +41,7 @@ from misconceptions import (
     resolve_checkpoint,
     setup_logging,
 )
-from misconceptions.candidates import attach_folds, extra_candidate_rows, read_candidates
+from misconceptions.candidates import attach_folds, extra_candidate_rows, read_candidates, retriever_settings
 from misconceptions.cli import parse_recipe_args, use_cpu_cores
 from misconceptions.eedi import seen_misconception_ids
 from misconceptions.errors import InputError
@@ -54,6 +54,7 @@ from misconceptions.pointwise import (
 )
 from misconceptions.rerank import finalize_reranker
 from misconceptions.rerank_model import Reranker
+from misconceptions.settings import RerankerSettings, model_dtype, quantization_of
 
 
 logger = logging.getLogger(__name__)
@@ -79,24 +80,23 @@ def train(script_args: ScriptArguments, training_args: RerankerConfig, model_arg
     if training_args.extra_candidates:
         extra = extra_candidate_rows(training_args.extra_candidates, names, training_args.seed)
         train_df = pd.concat([train_df, extra[list(train_df.columns)]], ignore_index=True)
-    meta = {
-        "task": "eedi-reranking",
-        "reranker_type": training_args.reranker_type,
-        "base_model": model_args.model_name_or_path,
-        "dataset": script_args.dataset_name,
-        "candidates": training_args.candidates,
-        "fold": training_args.fold,
-        "max_length": training_args.max_length,
-        "rerank_top_k": training_args.rerank_top_k,
-        "window": training_args.window,
-        "stride": training_args.stride,
-        "blend_weight": training_args.blend_weight,
-        "retriever_scale": training_args.retriever_scale,
-        "dtype": model_args.dtype if model_args.dtype not in ("auto", None) else None,
-        "train_rows": len(train_df),
-        "seen_misconception_ids": seen_misconception_ids(train_df),
-        "extra_candidates": training_args.extra_candidates,
-    }
+    settings = RerankerSettings(
+        reranker_type=training_args.reranker_type,
+        base_model=model_args.model_name_or_path,
+        dataset=script_args.dataset_name,
+        dtype=model_dtype(model_args.dtype),
+        candidates=training_args.candidates,
+        fold=training_args.fold,
+        max_length=training_args.max_length,
+        rerank_top_k=training_args.rerank_top_k,
+        window=training_args.window,
+        stride=training_args.stride,
+        blend_weight=training_args.blend_weight,
+        retriever_scale=retriever_settings(training_args.candidates).loss_scale,
+        train_rows=len(train_df),
+        seen_misconception_ids=seen_misconception_ids(train_df),
+        extra_candidates=training_args.extra_candidates,
+    )
 
     # 3-5. Model, training rows and trainer
     if training_args.reranker_type == "listwise":
@@ -120,12 +120,8 @@ def train(script_args: ScriptArguments, training_args: RerankerConfig, model_arg
             processing_class=tokenizer,
             peft_config=peft_config,
         )
-        meta["num_candidates"] = training_args.num_candidates
-        meta["quantization"] = (
-            model.config.quantization_config.to_dict()
-            if getattr(model.config, "quantization_config", None) is not None
-            else None
-        )
+        settings.num_candidates = training_args.num_candidates
+        settings.quantization = quantization_of(model)
     else:
         from sentence_transformers.cross_encoder import CrossEncoderTrainer
         from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
@@ -144,14 +140,13 @@ def train(script_args: ScriptArguments, training_args: RerankerConfig, model_arg
             loss=MultipleNegativesRankingLoss(model, num_negatives=training_args.in_batch_negatives),
             evaluator=evaluator,
         )
-        meta["num_negatives"] = training_args.num_negatives
-        meta["quantization"] = None
+        settings.num_negatives = training_args.num_negatives
     logger.info("Training rows: %d (%s)", len(train_dataset), training_args.reranker_type)
 
     # 6. Train (resuming), then save, held-out reranking, card and push
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
-    reranker = Reranker(training_args.reranker_type, trainer.model, tokenizer, meta)
-    finalize_reranker(trainer, train_result, reranker, meta, eval_df, training_args)
+    reranker = Reranker(training_args.reranker_type, trainer.model, tokenizer, settings)
+    finalize_reranker(trainer, train_result, reranker, eval_df, training_args)
 
 
 @cli_entry

@@ -98,8 +98,18 @@ def train(script_args: ScriptArguments, training_args: RetrieverConfig, model_ar
 
     # 6. Train (resuming), then save, held-out evaluation, card and push
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    explanations = "LLMOutput" in train_df.columns and bool(train_df["LLMOutput"].notna().any())
     finalize_retriever(
-        trainer, train_result, script_args, training_args, model_args, train_df, eval_df, misconceptions, evaluator
+        trainer,
+        train_result,
+        script_args,
+        training_args,
+        model_args,
+        train_df,
+        eval_df,
+        misconceptions,
+        evaluator,
+        explanations=explanations,
     )
 
 

@@ -279,6 +279,15 @@ def eedi(eedi_data, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pointwise_run(eedi, tmp_path_factory):
+    """A pointwise reranker, 3 steps, on candidates whose retriever was trained at loss scale 12.5 (its saved
+    settings say so): the reranker must take that scale for its blend, with no option of its own."""
+    import shutil
+
+    from misconceptions.settings import RetrieverSettings
+
+    candidates = tmp_path_factory.mktemp("candidates") / "scale-12.5"
+    shutil.copytree(eedi["candidates"], candidates)
+    RetrieverSettings(base_model="builtin:all-MiniLM-L6-v2", loss_scale=12.5).save(candidates)
     out = tmp_path_factory.mktemp("runs") / "pointwise"
     run_script(
         "scripts/train_reranker.py",
@@ -287,7 +296,7 @@ def pointwise_run(eedi, tmp_path_factory):
         "--dataset_name",
         str(eedi["dataset"]),
         "--candidates",
-        str(eedi["candidates"]),
+        str(candidates),
         "--output_dir",
         str(out),
         "--model_name_or_path",

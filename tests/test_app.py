@@ -288,7 +288,7 @@ def test_readable_misconception():
 
 def test_map_predictions_equal_rank_dataframe(served, map_model, small_map_dataset):
     val = pd.read_csv(small_map_dataset / "validation.csv", dtype=str, keep_default_na=False)
-    meta_questions = set(load_classifier(str(map_model)).meta["questions"])
+    meta_questions = set(load_classifier(str(map_model)).settings.questions)
     for row in val.head(4).to_dict("records"):
         known = row["QuestionId"] in meta_questions
         table, model_input = logic.predict_map(

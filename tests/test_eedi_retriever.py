@@ -36,6 +36,7 @@ from misconceptions import (
     retrieval_metrics,
     search,
 )
+from misconceptions.settings import RetrieverSettings
 
 from .conftest import EEDI_MINILM, EEDI_TINY, REPO, run_script
 
@@ -79,6 +80,7 @@ def test_minilm_trains_picks_best_checkpoint_and_saves(minilm_run, eedi_data):
     train = load_from_disk(str(eedi_data["dataset"]))["train"].to_pandas()
     meta = json.loads((out / RETRIEVER_META).read_text())
     assert meta["seen_misconception_ids"] == sorted(set(train.loc[train["fold"] != 0, "MisconceptionId"]))
+    assert meta["loss_scale"] == 20.0 and meta["explanations"] is False  # read back by the reranker and retrieval
     assert "Training pairs:" in log and "1 hard negatives each" in log
     # The weights moved away from the packaged checkpoint.
     base = load_file(f"{resolve_model_path('builtin:all-MiniLM-L6-v2')}/model.safetensors")
@@ -167,6 +169,8 @@ def test_candidates_feed_a_second_training_round(minilm_run, eedi_data, tmp_path
         "candidate_scores",
         "candidate_names",
     } <= set(candidates.column_names)
+    # the retriever's settings travel with its candidates: the reranker blends at the retriever's loss scale
+    assert RetrieverSettings.load(candidates_dir) == RetrieverSettings.load(out)
     row = candidates[0]
     assert len(row["candidate_ids"]) == 30 and row["candidate_scores"] == sorted(row["candidate_scores"], reverse=True)
     names = pd.read_csv(eedi_data["mapping_csv"]).set_index("MisconceptionId")["MisconceptionName"]

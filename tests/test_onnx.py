@@ -87,7 +87,7 @@ def test_resolve_backend(monkeypatch):
 
 def test_classifier_onnx_matches_torch_and_is_cached(classifier_dir, validation_df):
     torch_clf = load_classifier(str(classifier_dir))
-    texts = texts_for(validation_df, torch_clf.meta.get("text_template"))
+    texts = texts_for(validation_df, torch_clf.settings.text_template)
     ref = torch_clf.predict_probs(texts, batch_size=8)
     ref_ranked = rank_dataframe(torch_clf, validation_df)
     for backend, atol in (("onnx", 1e-5), ("onnx-int8", 0.02)):
@@ -113,7 +113,7 @@ def test_cache_reused_then_rebuilt_when_weights_change(classifier_copy, validati
     real_export = onnx_export._export
     monkeypatch.setattr(onnx_export, "_export", lambda *a, **k: exports.append(1) or real_export(*a, **k))
     first_clf = load_classifier(str(classifier_copy), backend="onnx")
-    texts = texts_for(validation_df, first_clf.meta.get("text_template"))
+    texts = texts_for(validation_df, first_clf.settings.text_template)
     first = first_clf.predict_probs(texts)
     onnx_file = classifier_copy / ".onnx" / "model.onnx"
     stamp = onnx_file.stat().st_mtime_ns

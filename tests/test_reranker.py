@@ -40,6 +40,7 @@ from misconceptions.listwise import (
     window_starts,
 )
 from misconceptions.rerank_model import RERANKER_META, Reranker
+from misconceptions.settings import RerankerSettings
 
 from .conftest import REPO, run_script
 
@@ -172,7 +173,7 @@ def test_option_logit_scorer_ranks_a_planted_candidate_first(smollm2, tmp_path):
     )
     SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer).train()
     model.eval()
-    reranker = Reranker("listwise", model, tokenizer, {"max_length": 256})
+    reranker = Reranker("listwise", model, tokenizer, RerankerSettings(max_length=256))
     names = [distractors[j % len(distractors)] for j in range(11)]
     for position in (0, 4, 10):
         candidates = names[:position] + [planted] + names[position:]
@@ -250,6 +251,7 @@ def test_pointwise_trains_and_reranks_the_held_out_fold(pointwise_run, eedi, tmp
         assert (out / name).is_file(), name
     meta = json.loads((out / RERANKER_META).read_text())
     assert meta["reranker_type"] == "pointwise" and meta["blend_weight"] == 0.3
+    assert meta["retriever_scale"] == 12.5  # the candidates' retriever's loss scale, from its saved settings
     results = json.loads((out / "eval_results.json").read_text())
     train = load_from_disk(str(eedi["dataset"]))["train"].to_pandas()
     assert results["eval_rows"] == (train["fold"] == 0).sum()

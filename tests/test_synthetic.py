@@ -499,3 +499,37 @@ def test_bad_recipe_key_and_value_fail_clearly(tmp_path):
         check=False,
     )
     assert proc.returncode == 2 and "nope" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_retriever_trained_with_explanations_asks_for_them(eedi_dataset, tmp_path):
+    """Its saved settings say the training queries ended with <LLMOutput>: a CSV without --explanations is refused in
+    one line, and with them every query ends with its row's explanation."""
+    import shutil
+
+    from misconceptions import pivot_wrong_answers, resolve_model_path
+    from misconceptions.retrieval import retrieve_candidates
+    from misconceptions.settings import RetrieverSettings
+
+    model = tmp_path / "retriever"
+    shutil.copytree(resolve_model_path("builtin:all-MiniLM-L6-v2"), model)
+    RetrieverSettings(base_model="builtin:all-MiniLM-L6-v2", explanations=True).save(model)
+    csv, mapping = eedi_dataset["train_csv"], eedi_dataset["mapping_csv"]
+    argv = [
+        "scripts/retrieve.py",
+        "--model",
+        str(model),
+        "--input_csv",
+        str(csv),
+        "--misconceptions_csv",
+        str(mapping),
+    ]
+    proc = run_script(*argv, "--output_csv", str(tmp_path / "out.csv"), check=False)
+    assert proc.returncode == 2 and "trained with <LLMOutput> explanations: pass --explanations" in proc.stderr
+    assert not (tmp_path / "out.csv").exists()
+    pairs = pivot_wrong_answers(read_questions_csv(csv))
+    explain_rows(ScriptedBackend(lambda content, j: "The student adds the denominators."), pairs, tmp_path / "expl")
+    candidates, settings, _ = retrieve_candidates(str(model), csv, mapping, 5, explanations=str(tmp_path / "expl"))
+    assert (
+        settings.explanations
+        and candidates["query"].str.endswith("<LLMOutput> The student adds the denominators.").all()
+    )

@@ -22,6 +22,10 @@ from typing import Any
 
 
 _EXPORTS = {
+    "ClassifierSettings": "settings",
+    "RerankerSettings": "settings",
+    "RetrieverSettings": "settings",
+    "finalize_run": "training",
     "CLASSIFIER_META": "classifier",
     "Classifier": "classifier",
     "ClassifierConfig": "configs",

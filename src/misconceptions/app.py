@@ -52,6 +52,7 @@ from .errors import InputError
 from .hub import resolve_model_dir
 from .onnx_backend import resolve_backend
 from .retrieval import cached_document_embeddings, encode_queries, load_retriever, search
+from .settings import ClassifierSettings, RetrieverSettings
 
 
 logger = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ class ServedMap:
 class ServedEedi:
     label: str
     retriever: Any
-    meta: dict[str, Any]
+    settings: RetrieverSettings
     documents: np.ndarray
     info: str
 
@@ -179,8 +180,8 @@ class ServedModels:
                 )
             logger.info("Loading the MAP classifier %r from %s (backend %s)", spec.label, model_dir, settings.backend)
             classifier = load_classifier(model_dir, backend=settings.backend)
-            meta = classifier.meta
-            info = f"MAP classification: {len(meta['labels'])} labels over {len(meta.get('questions', {}))} questions"
+            labels, questions = len(classifier.settings.labels), len(classifier.settings.questions)
+            info = f"MAP classification: {labels} labels over {questions} questions"
             served.map_models[spec.label] = ServedMap(spec.label, classifier, _with_metrics(info, model_dir))
         if settings.eedi_models:
             if not os.path.isfile(settings.misconceptions_csv):
@@ -199,11 +200,16 @@ class ServedModels:
                     f"scripts/train_retriever.py, or still training). {MAKE_HINT}"
                 )
             logger.info("Loading the Eedi retriever %r from %s (backend %s)", spec.label, model_dir, settings.backend)
-            retriever, meta = load_retriever(model_dir, backend=settings.backend)
+            retriever, retriever_settings = load_retriever(model_dir, backend=settings.backend)
+            if retriever_settings.explanations:
+                raise InputError(
+                    f"Eedi model {spec.source!r} was trained with <LLMOutput> explanations, which the page cannot "
+                    "write for a typed question: serve a retriever trained without build_eedi.py --explanations"
+                )
             documents, _ = cached_document_embeddings(retriever, model_dir, names, settings.misconceptions_csv)
             info = f"Eedi retrieval over {len(names):,} misconceptions"
             served.eedi_models[spec.label] = ServedEedi(
-                spec.label, retriever, meta, documents, _with_metrics(info, model_dir)
+                spec.label, retriever, retriever_settings, documents, _with_metrics(info, model_dir)
             )
         return served
 
@@ -225,33 +231,33 @@ class ServedModels:
 
 def map_question_choices(models: ServedModels, label: Any) -> list[tuple[str, str]]:
     """Dropdown choices (shown text, QuestionId) of the questions the MAP model was trained on, plus a custom one."""
-    meta = models.map_model(label).classifier.meta
-    texts = meta.get("question_texts") or {}
+    settings = models.map_model(label).classifier.settings
+    texts = settings.question_texts
     choices = [("Type my own question", CUSTOM_QUESTION)]
-    for question_id in sorted(meta.get("questions", {}), key=lambda q: (len(q), q)):
+    for question_id in sorted(settings.questions, key=lambda q: (len(q), q)):
         text = " ".join(str(texts.get(question_id, "")).split())
         shown = f"{question_id}: {text[:90]}{'...' if len(text) > 90 else ''}" if text else f"Question {question_id}"
         choices.append((shown, question_id))
     return choices
 
 
-def _known_question(meta: dict[str, Any], question_id: Any) -> str | None:
+def _known_question(settings: ClassifierSettings, question_id: Any) -> str | None:
     """The QuestionId as a string when it is one the model knows; None for a custom question; InputError else."""
     if question_id in (None, "", CUSTOM_QUESTION):
         return None
-    if isinstance(question_id, (str, int)) and str(question_id) in meta.get("questions", {}):
+    if isinstance(question_id, (str, int)) and str(question_id) in settings.questions:
         return str(question_id)
     raise InputError("That question is not one the MAP model was trained on: pick one from the list.")
 
 
 def map_question_details(models: ServedModels, label: Any, question_id: Any) -> tuple[str, str]:
     """(question text, a note with the question's correct answer) of a known question; empty for a custom one."""
-    meta = models.map_model(label).classifier.meta
-    known = _known_question(meta, question_id)
+    settings = models.map_model(label).classifier.settings
+    known = _known_question(settings, question_id)
     if known is None:
         return "", "Type the question, the student's chosen answer and their explanation."
-    text = str((meta.get("question_texts") or {}).get(known, ""))
-    correct = meta["questions"][known].get("correct_answer")
+    text = str(settings.question_texts.get(known, ""))
+    correct = settings.questions[known].get("correct_answer")
     note = f"Question {markdown_text(known)}" + (
         f": the correct answer is {markdown_text(correct)}." if correct else "."
     )
@@ -271,8 +277,8 @@ def predict_map(
     the model read). `question_id` is a QuestionId the model knows (labels are then restricted and the True_/False_
     prefix derived as in `rank_dataframe`) or `CUSTOM_QUESTION`/empty for a new question (its text is required)."""
     served = models.map_model(label)
-    meta = served.classifier.meta
-    known = _known_question(meta, question_id)
+    settings = served.classifier.settings
+    known = _known_question(settings, question_id)
     question_text = check_text(question_text, "The question", required=known is None)
     answer = check_text(answer, "The student's chosen answer", MAX_SHORT_CHARS)
     explanation = check_text(explanation, "The student's explanation")
@@ -289,7 +295,7 @@ def predict_map(
         ranked, scores = rank_dataframe(served.classifier, frame, top_k=k, batch_size=1, return_scores=True)
     # rank_dataframe puts the labels that fit the question (seen for it, right True_/False_) first; say which.
     ranker = LabelRanker(
-        meta["model_labels"], meta["labels"], meta["questions"], meta["restrict_labels"], meta["derive_prefix"]
+        settings.model_labels, settings.labels, settings.questions, settings.restrict_labels, settings.derive_prefix
     )
     allowed, _ = ranker.allowed(row["QuestionId"], answer)
     fits = dict(zip(ranker.final_labels, allowed, strict=True))
@@ -303,7 +309,7 @@ def predict_map(
         },
         columns=MAP_COLUMNS,
     )
-    return table, texts_for(frame, meta.get("text_template"))[0]
+    return table, texts_for(frame, settings.text_template)[0]
 
 
 def eedi_query_text(
@@ -341,7 +347,7 @@ def predict_eedi(
     if " ".join(wrong.split()) == " ".join(correct.split()):
         raise InputError("The wrong answer is the same as the correct answer: enter the answer the student gave.")
     k = check_top_k(top_k, EEDI_MAX_K)
-    query = eedi_query_text(question, correct, wrong, construct, subject, served.meta.get("query_template"))
+    query = eedi_query_text(question, correct, wrong, construct, subject, served.settings.query_template)
     with _lock:
         scores, indices = search(encode_queries(served.retriever, [query], batch_size=1), served.documents, k)
     names = models.misconceptions["MisconceptionName"].tolist()

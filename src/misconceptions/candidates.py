@@ -21,6 +21,7 @@ write the Kaggle submission (`submission_frame`). This module owns that format, 
 """
 
 import logging
+import os
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,7 @@ from .data import load_dataset_any
 from .eedi import sample_by_weight
 from .errors import InputError
 from .io_utils import atomic_path
+from .settings import RetrieverSettings
 
 
 logger = logging.getLogger(__name__)
@@ -38,8 +40,11 @@ TOP_K = 25  # ids per wrong answer in a submission: the Eedi competition scores 
 CANDIDATE_COLUMNS = ("QuestionId_Answer", "query", "candidate_ids", "candidate_scores")
 
 
-def save_candidates(candidates: pd.DataFrame, path: str) -> None:
-    """Save a candidates frame as a dataset folder (atomically): the reranker's input and second-round negatives."""
+def save_candidates(candidates: pd.DataFrame, path: str, retriever: RetrieverSettings | None = None) -> None:
+    """Save a candidates frame as a dataset folder (atomically): the reranker's input and second-round negatives.
+
+    `retriever`: the settings of the retriever that scored them, saved in the folder: the reranker blends these
+    scores at the retriever's own loss scale (`retriever_settings`)."""
     from datasets import Features, Sequence, Value
 
     features = Features(
@@ -61,6 +66,14 @@ def save_candidates(candidates: pd.DataFrame, path: str) -> None:
     dataset = Dataset.from_dict(data, features=features)
     with atomic_path(path, is_dir=True) as tmp:
         dataset.save_to_disk(str(tmp))
+        if retriever is not None:
+            retriever.save(tmp)
+
+
+def retriever_settings(path: str) -> RetrieverSettings:
+    """The settings of the retriever that wrote the candidates at `path` (defaults when unknown: a Hub dataset or
+    candidates saved by an earlier version)."""
+    return RetrieverSettings.load(path) if os.path.isdir(path) else RetrieverSettings()
 
 
 def load_candidates(path: str, required: tuple[str, ...] = ("QuestionId_Answer", "candidate_ids")) -> pd.DataFrame:

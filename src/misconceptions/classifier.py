@@ -17,10 +17,9 @@ A classifier predicts either the full `Category:Misconception` labels (`label_ta
 37 suffixes (`"suffix"`: `Correct:NA`, `Misconception:X`, `Neither:NA`). `LabelRanker` turns its probabilities
 into ranked competition labels, optionally restricted to labels seen for the question and with the `True_`/`False_`
 prefix derived from whether the chosen answer is the question's correct one (both learned from training rows and
-saved beside the model in `CLASSIFIER_META`).
+saved beside the model as `ClassifierSettings`).
 """
 
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from .data import MAP_PROMPT_TEMPLATE, map_prompt
 from .errors import InputError
-from .io_utils import atomic_path, write_json
+from .io_utils import atomic_path
 from .metrics import map_at_k, map_at_k_from_scores
 from .model_utils import (
     device_map_for_quantized,
@@ -47,14 +46,15 @@ from .model_utils import (
     torch_dtype,
 )
 from .onnx_backend import load_onnx_classifier, resolve_backend
-from .plots import PLOTS_DIR, link_plots_in_card, plot_map, plot_training_curves
+from .plots import PLOTS_DIR, plot_map
+from .settings import ClassifierSettings, model_dtype, quantization_of
 from .tfidf import fit_tfidf_classifier, load_tfidf, save_tfidf, tfidf_probs
-from .training import card_and_push, log_and_save_train_metrics, save_model_without_push
+from .training import RunCard, finalize_run
 
 
 logger = logging.getLogger(__name__)
 
-CLASSIFIER_META = "misconceptions_classifier.json"
+CLASSIFIER_META = ClassifierSettings.FILE
 
 
 def label_prefix(label: str) -> str:
@@ -204,22 +204,14 @@ def predict_probs(model, tokenizer, texts: list[str], max_length: int, batch_siz
     return out
 
 
-def quantization_to_dict(model) -> dict | None:
-    """The bitsandbytes settings a model was loaded with, for reloading it the same way."""
-    config = getattr(model.config, "quantization_config", None)
-    if config is None:
-        return None
-    return config.to_dict() if hasattr(config, "to_dict") else dict(config)
-
-
 @dataclass
 class Classifier:
-    """A trained classifier: the model, its tokenizer, its saved metadata, the optional TF-IDF blend, and the
+    """A trained classifier: the model, its tokenizer, its saved settings, the optional TF-IDF blend, and the
     inference backend (`onnx` holds the ONNX Runtime session of the `onnx`/`onnx-int8` backends, else None)."""
 
     model: Any
     tokenizer: Any
-    meta: dict[str, Any]
+    settings: ClassifierSettings
     tfidf: Any = None
     backend: str = "torch"
     onnx: Any = None
@@ -227,8 +219,8 @@ class Classifier:
     def predict_probs(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """The model's probabilities for texts, on the loaded backend."""
         if self.onnx is not None:
-            return self.onnx.predict_probs(texts, self.meta["max_length"], batch_size)
-        return predict_probs(self.model, self.tokenizer, texts, self.meta["max_length"], batch_size)
+            return self.onnx.predict_probs(texts, self.settings.max_length, batch_size)
+        return predict_probs(self.model, self.tokenizer, texts, self.settings.max_length, batch_size)
 
 
 def load_classifier(model_dir: str, backend: str = "torch") -> Classifier:
@@ -239,22 +231,17 @@ def load_classifier(model_dir: str, backend: str = "torch") -> Classifier:
     """
     backend = resolve_backend(backend)
     path = Path(model_dir)
-    meta_file = path / CLASSIFIER_META
-    if not meta_file.is_file():
-        raise InputError(
-            f"{model_dir}: no {CLASSIFIER_META}; expected a folder written by scripts/train_classifier.py"
-        )
-    meta = json.loads(meta_file.read_text())
+    settings = ClassifierSettings.load(path)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     config = None
     if (path / "adapter_config.json").is_file():  # the labels come from the saved config, not the base model's
         config = AutoConfig.from_pretrained(model_dir)
         if hasattr(config, "quantization_config"):
             del config.quantization_config  # re-applied from the saved settings
-    model = load_model_or_adapter(AutoModelForSequenceClassification, model_dir, meta, config=config)
-    tfidf = load_tfidf(model_dir) if meta.get("tfidf_weight", 0.0) > 0 else None
+    model = load_model_or_adapter(AutoModelForSequenceClassification, model_dir, settings, config=config)
+    tfidf = load_tfidf(model_dir) if settings.tfidf_weight > 0 else None
     onnx = load_onnx_classifier(model, tokenizer, model_dir, backend) if backend != "torch" else None
-    return Classifier(model, tokenizer, meta, tfidf, backend if onnx is not None else "torch", onnx)
+    return Classifier(model, tokenizer, settings, tfidf, backend if onnx is not None else "torch", onnx)
 
 
 def texts_for(df: pd.DataFrame, template: str | None) -> list[str]:
@@ -275,19 +262,19 @@ def rank_dataframe(
 
     With `return_scores`, also the blended probability behind each ranked label (see `LabelRanker.rank`).
     """
-    meta = classifier.meta
+    settings = classifier.settings
     ranker = LabelRanker(
-        model_labels=meta["model_labels"],
-        final_labels=meta["labels"],
-        questions=meta["questions"],
-        restrict_labels=meta["restrict_labels"] if restrict_labels is None else restrict_labels,
-        derive_prefix=meta["derive_prefix"] if derive_prefix is None else derive_prefix,
+        model_labels=settings.model_labels,
+        final_labels=settings.labels,
+        questions=settings.questions,
+        restrict_labels=settings.restrict_labels if restrict_labels is None else restrict_labels,
+        derive_prefix=settings.derive_prefix if derive_prefix is None else derive_prefix,
     )
-    texts = texts_for(df, meta.get("text_template"))
+    texts = texts_for(df, settings.text_template)
     probs = classifier.predict_probs(texts, batch_size)
     if classifier.tfidf is not None:
-        weight = meta["tfidf_weight"]
-        probs = (1 - weight) * probs + weight * tfidf_probs(classifier.tfidf, texts, meta["model_labels"])
+        weight = settings.tfidf_weight
+        probs = (1 - weight) * probs + weight * tfidf_probs(classifier.tfidf, texts, settings.model_labels)
     question_ids, answers = df["QuestionId"].astype(str).tolist(), df["MC_Answer"].tolist()
     return ranker.rank(probs, question_ids, answers, k=top_k, return_scores=return_scores)
 
@@ -348,31 +335,27 @@ def finalize_classifier(
     eval_df: pd.DataFrame,
     model_labels: list[str],
 ) -> dict[str, float]:
-    """Save model + tokenizer + label metadata, evaluate the full ranking pipeline, plot training and evaluation
-    (`<output_dir>/plots/`), write the card, push if asked."""
-    log_and_save_train_metrics(trainer, train_result, len(train_df))
-    save_model_without_push(trainer, training_args.output_dir)
-    output_dir = Path(training_args.output_dir)
-    meta = {
-        "task": "map-classification",
-        "base_model": model_args.model_name_or_path,
-        "label_target": training_args.label_target,
-        "model_labels": model_labels,
-        "labels": sorted(set(train_df["label"])),
-        "questions": learn_question_table(train_df),
-        "question_texts": train_df.groupby("QuestionId", sort=True)["QuestionText"].first().astype(str).to_dict(),
-        "text_template": training_args.text_template,
-        "max_length": training_args.max_length,
-        "restrict_labels": training_args.restrict_labels,
-        "derive_prefix": training_args.derive_prefix,
-        "dtype": model_args.dtype if model_args.dtype not in ("auto", None) else None,
-        "quantization": quantization_to_dict(trainer.model),
-        "tfidf_weight": training_args.tfidf_weight,
-    }
+    """`finalize_run` for a classifier: its settings (label space, question table, template), the TF-IDF blend, and
+    MAP@3 of the full ranking pipeline on the validation rows, as predict_classifier.py computes it."""
+    settings = ClassifierSettings(
+        base_model=model_args.model_name_or_path,
+        dataset=script_args.dataset_name,
+        dtype=model_dtype(model_args.dtype),
+        quantization=quantization_of(trainer.model),
+        label_target=training_args.label_target,
+        model_labels=model_labels,
+        labels=sorted(set(train_df["label"])),
+        questions=learn_question_table(train_df),
+        question_texts=train_df.groupby("QuestionId", sort=True)["QuestionText"].first().astype(str).to_dict(),
+        text_template=training_args.text_template,
+        max_length=training_args.max_length,
+        restrict_labels=training_args.restrict_labels,
+        derive_prefix=training_args.derive_prefix,
+        tfidf_weight=training_args.tfidf_weight,
+    )
     model = trainer.model
-    metrics: dict[str, float] = {}
-    if trainer.is_world_process_zero():
-        write_json(output_dir / CLASSIFIER_META, meta)
+
+    def evaluate(output_dir: Path) -> dict[str, float]:
         if hasattr(model, "peft_config"):  # the adapter folder also needs the base config with id2label
             model.config.save_pretrained(output_dir)
         tfidf = None
@@ -386,41 +369,36 @@ def finalize_classifier(
             )
             save_tfidf(tfidf, output_dir)
         # Evaluate exactly what predict_classifier.py will output, with the saved options.
-        ranked = rank_dataframe(
-            Classifier(model, trainer.processing_class, meta, tfidf),
-            eval_df,
-            top_k=3,
-            batch_size=training_args.per_device_eval_batch_size,
-        )
-        metrics = {"eval_map@3": map_at_k(eval_df["label"].tolist(), ranked, k=3), "eval_samples": len(eval_df)}
+        classifier = Classifier(model, trainer.processing_class, settings, tfidf)
+        ranked = rank_dataframe(classifier, eval_df, top_k=3, batch_size=training_args.per_device_eval_batch_size)
         predictions = pd.DataFrame(
             {"row_id": eval_df["row_id"], "Category:Misconception": [" ".join(r) for r in ranked]}
         )
         with atomic_path(output_dir / "eval_predictions.csv") as tmp:
             predictions.to_csv(tmp, index=False)
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-        plots_dir = output_dir / PLOTS_DIR
-        plot_training_curves(trainer.state.log_history, plots_dir)
-        plot_map(eval_df["label"].tolist(), ranked, plots_dir, k=3)
-        logger.info("Plots written to %s", plots_dir)
-        trainer.create_model_card(
-            model_name=Path(training_args.output_dir).name,
-            finetuned_from=model_args.model_name_or_path,
-            dataset=script_args.dataset_name,
-            tags=["misconceptions", "map", "text-classification"],
-        )
-        link_plots_in_card(output_dir)
-    card_and_push(
-        trainer,
-        training_args,
-        f"MAP classifier, eval MAP@3 {metrics.get('eval_map@3', 0):.4f}",
+        plot_map(eval_df["label"].tolist(), ranked, output_dir / PLOTS_DIR, k=3)
+        return {"eval_map@3": map_at_k(eval_df["label"].tolist(), ranked, k=3), "eval_samples": len(eval_df)}
+
+    card = RunCard(
+        title="MAP classifier",
         task="MAP misconception classification (question + chosen answer + explanation -> Category:Misconception)",
-        base_model=model_args.model_name_or_path,
-        dataset=script_args.dataset_name,
-        metrics=metrics,
         usage="python scripts/predict_classifier.py --model MODEL --input_csv test.csv --output_csv submission.csv",
         tags=["map", "text-classification"],
+        headline="eval_map@3",
+        headline_label="eval MAP@3",
         library_name="peft" if hasattr(model, "peft_config") else "transformers",
+        trainer_card={
+            "finetuned_from": model_args.model_name_or_path,
+            "dataset": script_args.dataset_name,
+            "tags": ["misconceptions", "map", "text-classification"],
+        },
     )
-    return metrics
+    return finalize_run(
+        trainer,
+        train_result,
+        training_args,
+        settings=settings,
+        num_train_samples=len(train_df),
+        card=card,
+        evaluate=evaluate,
+    )

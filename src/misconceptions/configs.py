@@ -335,9 +335,6 @@ class RerankerConfig(HubOptions, OutputOptions, FoldOptions, trl.SFTConfig):
         default=0.0,
         metadata={"help": "Final score: (1 - w) * reranker log-prob + w * retriever log-prob (0: reranker only)."},
     )
-    retriever_scale: float = field(
-        default=20.0, metadata={"help": "Scale turning the retriever's cosine scores into log-probs for the blend."}
-    )
     final_eval: bool = field(
         default=True, metadata={"help": "Rerank the held-out fold after training (MAP@25 before and after)."}
     )

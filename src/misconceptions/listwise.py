@@ -188,7 +188,7 @@ def rerank_listwise(
     """New order (indices into each candidate list) by sliding windows, back to front, batched across queries."""
     orders = [np.arange(len(names)) for names in candidate_names]
     starts = [window_starts(len(names), window, stride) for names in candidate_names]
-    max_length = max_length or reranker.meta.get("max_length") or 4096
+    max_length = max_length or reranker.settings.max_length or 4096
     rounds = max(len(s) for s in starts)
     clipped = 0
     progress = tqdm(total=sum(len(s) for s in starts), desc="Listwise windows", unit="window")

@@ -28,6 +28,7 @@ from filelock import FileLock
 
 from .errors import InputError
 from .io_utils import atomic_path
+from .settings import RunSettings
 from .sources import hub_lookup_errors, is_hub_id, not_found, split_revision
 
 
@@ -127,28 +128,30 @@ def device_map_for_quantized() -> dict | str:
     return "cpu"
 
 
-def load_model_or_adapter(auto_class, model_dir: str, meta: dict, config=None) -> torch.nn.Module:
-    """A trained folder: full weights, or a LoRA adapter loaded onto its base model (4-bit when `meta` says so).
+def load_model_or_adapter(auto_class, model_dir: str, settings: RunSettings, config=None) -> torch.nn.Module:
+    """A trained folder: full weights, or a LoRA adapter loaded onto its base model, quantized as in training.
 
-    `meta` is the folder's metadata (base_model, dtype, quantization). Moved to the GPU when there is one and the
-    model is not quantized (bitsandbytes places quantized weights itself).
+    `settings` are the folder's saved settings (base_model, dtype, quantization). A bitsandbytes base is quantized
+    again from the saved config; a GPTQ/AWQ base checkpoint carries its own. Moved to the GPU when there is one and
+    the model is not quantized (quantized weights are placed when loaded).
     """
-    kwargs: dict = {"dtype": getattr(torch, meta.get("dtype") or "float32")}
+    kwargs: dict = {"dtype": getattr(torch, settings.dtype or "float32")}
     if config is not None:
         kwargs["config"] = config
     if (Path(model_dir) / "adapter_config.json").is_file():
         from peft import PeftModel
         from transformers import BitsAndBytesConfig
 
-        if meta.get("quantization"):
-            kwargs["quantization_config"] = BitsAndBytesConfig.from_dict(meta["quantization"])
+        if settings.quant_method == "bitsandbytes":
+            kwargs["quantization_config"] = BitsAndBytesConfig.from_dict(settings.quantization)
+        if settings.quant_method is not None:
             kwargs["device_map"] = device_map_for_quantized()
-        base = auto_class.from_pretrained(resolve_model_path(meta["base_model"]), **kwargs)
+        base = auto_class.from_pretrained(resolve_model_path(settings.base_model), **kwargs)
         model = PeftModel.from_pretrained(base, model_dir)
         keep_bnb_cpu_weights_trainable(model)  # the same 4-bit kernels as in training: identical scores
     else:
         model = auto_class.from_pretrained(model_dir, use_safetensors=True, **kwargs)
-    if torch.cuda.is_available() and not meta.get("quantization"):
+    if torch.cuda.is_available() and settings.quant_method is None:
         model = model.to("cuda")
     return model
 

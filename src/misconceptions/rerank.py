@@ -24,7 +24,6 @@ import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,11 +32,11 @@ from .candidates import submission_frame
 from .errors import InputError
 from .io_utils import atomic_path, write_json
 from .listwise import rerank_listwise
-from .plots import PLOTS_DIR, link_plots_in_card, plot_eedi, plot_training_curves, prediction_plots_dir
+from .plots import PLOTS_DIR, plot_eedi, prediction_plots_dir
 from .pointwise import rerank_pointwise
-from .rerank_model import Reranker, write_reranker_meta
+from .rerank_model import Reranker
 from .retrieval import retrieval_metrics
-from .training import card_and_push, log_and_save_train_metrics, save_model_without_push
+from .training import RunCard, finalize_run
 
 
 logger = logging.getLogger(__name__)
@@ -56,10 +55,10 @@ def rerank_frame(
 
     Settings default to those saved with the reranker.
     """
-    meta = reranker.meta
-    top_k = top_k or meta.get("rerank_top_k", 25)
-    blend_weight = meta.get("blend_weight", 0.0) if blend_weight is None else blend_weight
-    scale = meta.get("retriever_scale", 20.0)
+    settings = reranker.settings
+    top_k = top_k or settings.rerank_top_k
+    blend_weight = settings.blend_weight if blend_weight is None else blend_weight
+    scale = settings.retriever_scale
     names = [list(n[:top_k]) for n in frame["candidate_names"]]
     scores = [np.asarray(s[:top_k]) for s in frame["candidate_scores"]]
     queries = frame["query"].tolist()
@@ -69,8 +68,8 @@ def rerank_frame(
             queries,
             names,
             scores,
-            window=window or meta.get("window", 20),
-            stride=stride or meta.get("stride", 10),
+            window=window or settings.window,
+            stride=stride or settings.stride,
             blend_weight=blend_weight,
             retriever_scale=scale,
             batch_size=batch_size or 8,
@@ -129,50 +128,50 @@ def plot_rerank_frame(
 # Training (scripts/train_reranker.py)
 # ---------------------------------------------------------------------------------------------------------------
 def finalize_reranker(
-    trainer, train_result, reranker: Reranker, meta: dict[str, Any], eval_frame: pd.DataFrame | None, training_args
+    trainer, train_result, reranker: Reranker, eval_frame: pd.DataFrame | None, training_args
 ) -> dict[str, float]:
-    """Save the model and its metadata, rerank the held-out fold (MAP@25 before/after), plot training and evaluation
-    (`<output_dir>/plots/`), write the card, push."""
-    log_and_save_train_metrics(trainer, train_result, int(meta["train_rows"]))
-    save_model_without_push(trainer, training_args.output_dir)
-    output_dir = Path(training_args.output_dir)
-    metrics: dict[str, float] = {}
-    if trainer.is_world_process_zero():
+    """`finalize_run` for a reranker: its settings (`reranker.settings`), its tokenizer, and MAP@25 before/after
+    reranking the held-out fold, as rerank.py computes it."""
+    settings = reranker.settings
+    seen = set(settings.seen_misconception_ids or [])
+
+    def evaluate(output_dir: Path) -> dict[str, float]:
         if reranker.tokenizer is not None:
             reranker.tokenizer.save_pretrained(output_dir)
-        write_reranker_meta(output_dir, meta)
-        if training_args.final_eval and eval_frame is not None and len(eval_frame):
-            if training_args.final_eval_max_rows:
-                eval_frame = eval_frame.iloc[: training_args.final_eval_max_rows]
-            reranker.model.eval()
-            ranked = rerank_frame(reranker, eval_frame, batch_size=training_args.per_device_eval_batch_size)
-            metrics = {
-                f"eval_{k}": v
-                for k, v in rerank_metrics(eval_frame, ranked, set(meta["seen_misconception_ids"])).items()
-            }
-            trainer.log_metrics("eval", metrics)
-            trainer.save_metrics("eval", metrics)
-            with atomic_path(output_dir / "eval_predictions.csv") as tmp:
-                submission_frame(eval_frame["QuestionId_Answer"].tolist(), ranked).to_csv(tmp, index=False)
-            plot_rerank_frame(eval_frame, ranked, metrics, set(meta["seen_misconception_ids"]), output_dir / PLOTS_DIR)
-        plot_training_curves(trainer.state.log_history, output_dir / PLOTS_DIR)
-        logger.info("Plots written to %s", output_dir / PLOTS_DIR)
-        if meta["reranker_type"] == "listwise":  # the cross-encoder writes its card (README.md) when saved
-            trainer.create_model_card(model_name=output_dir.name, tags=["misconceptions", "eedi", "reranker"])
-        link_plots_in_card(output_dir)
-    card_and_push(
-        trainer,
-        training_args,
-        f"Eedi {meta['reranker_type']} reranker, eval MAP@25 {metrics.get('eval_reranked_map@25', 0):.4f}",
-        task=f"Eedi misconception reranking ({meta['reranker_type']}) of a retriever's candidates",
-        base_model=meta.get("base_model"),
-        dataset=meta.get("dataset"),
-        metrics=metrics,
+        if not training_args.final_eval or eval_frame is None or not len(eval_frame):
+            return {}
+        frame = (
+            eval_frame.iloc[: training_args.final_eval_max_rows] if training_args.final_eval_max_rows else eval_frame
+        )
+        reranker.model.eval()
+        ranked = rerank_frame(reranker, frame, batch_size=training_args.per_device_eval_batch_size)
+        metrics = {f"eval_{k}": v for k, v in rerank_metrics(frame, ranked, seen).items()}
+        with atomic_path(output_dir / "eval_predictions.csv") as tmp:
+            submission_frame(frame["QuestionId_Answer"].tolist(), ranked).to_csv(tmp, index=False)
+        plot_rerank_frame(frame, ranked, metrics, seen, output_dir / PLOTS_DIR)
+        return metrics
+
+    kind = settings.reranker_type
+    card = RunCard(
+        title=f"Eedi {kind} reranker",
+        task=f"Eedi misconception reranking ({kind}) of a retriever's candidates",
         usage="python scripts/rerank.py --model MODEL --candidates CANDIDATES --output_csv reranked.csv",
         tags=["eedi", "reranker"],
-        library_name="sentence-transformers" if meta["reranker_type"] == "pointwise" else "transformers",
+        headline="eval_reranked_map@25",
+        headline_label="eval MAP@25",
+        library_name="sentence-transformers" if kind == "pointwise" else "transformers",
+        # the cross-encoder writes its own card (README.md) when saved
+        trainer_card={"tags": ["misconceptions", "eedi", "reranker"]} if kind == "listwise" else None,
     )
-    return metrics
+    return finalize_run(
+        trainer,
+        train_result,
+        training_args,
+        settings=settings,
+        num_train_samples=settings.train_rows,
+        card=card,
+        evaluate=evaluate,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -239,5 +238,6 @@ def rerank_and_write(reranker: Reranker, candidates: pd.DataFrame, args: argpars
         blend_weight=args.blend_weight,
         batch_size=args.batch_size,
     )
-    seen = set(reranker.meta["seen_misconception_ids"]) if "seen_misconception_ids" in reranker.meta else None
+    seen_ids = reranker.settings.seen_misconception_ids
+    seen = set(seen_ids) if seen_ids is not None else None
     return write_rerank_outputs(candidates, ranked, output_csv, seen)

@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""A loaded Eedi reranker of either kind, its metadata file, and the blend of its scores with the retriever's.
+"""A loaded Eedi reranker of either kind with its saved settings, and the blend of its scores with the retriever's.
 
 Both rerankers (`listwise`, `pointwise`) turn their scores into log-probabilities over the candidates they see and
 may blend them with the retriever's (`blend_weight`), whose cosine scores become log-probabilities at the
@@ -19,7 +19,6 @@ retriever's training scale. `load_reranker` reads a folder written by scripts/tr
 it holds; the modules above this one score with it.
 """
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,11 @@ from typing import Any
 import numpy as np
 from scipy.special import log_softmax
 
-from .errors import InputError
-from .io_utils import write_json
 from .model_utils import load_model_or_adapter
+from .settings import RerankerSettings
 
 
-RERANKER_META = "misconceptions_reranker.json"
+RERANKER_META = RerankerSettings.FILE
 
 
 @dataclass
@@ -42,7 +40,7 @@ class Reranker:
     kind: str
     model: Any
     tokenizer: Any = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    settings: RerankerSettings = field(default_factory=RerankerSettings)
 
 
 def blend(reranker_logprobs: np.ndarray, retriever_scores: np.ndarray, weight: float, scale: float) -> np.ndarray:
@@ -59,23 +57,16 @@ def load_reranker(model_dir: str) -> Reranker:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(model_dir)
-    meta_file = path / RERANKER_META
-    if not meta_file.is_file():
-        raise InputError(f"{model_dir}: no {RERANKER_META}; expected a folder written by scripts/train_reranker.py")
-    meta = json.loads(meta_file.read_text())
-    if meta.get("reranker_type") == "pointwise":
+    settings = RerankerSettings.load(path)
+    if settings.reranker_type == "pointwise":
         from sentence_transformers import CrossEncoder
 
-        model = CrossEncoder(str(path), max_length=meta.get("max_length"))
+        model = CrossEncoder(str(path), max_length=settings.max_length)
         model.eval()
-        return Reranker("pointwise", model, meta=meta)
+        return Reranker("pointwise", model, settings=settings)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = load_model_or_adapter(AutoModelForCausalLM, str(path), meta)
+    model = load_model_or_adapter(AutoModelForCausalLM, str(path), settings)
     model.eval()
-    return Reranker("listwise", model, tokenizer, meta)
-
-
-def write_reranker_meta(output_dir: str, meta: dict[str, Any]) -> None:
-    write_json(Path(output_dir) / RERANKER_META, meta)
+    return Reranker("listwise", model, tokenizer, settings)

@@ -48,11 +48,12 @@ from .io_utils import atomic_path
 from .metrics import map_at_k, recall_at_k
 from .model_utils import cache_dir, device_map_for_quantized, keep_bnb_cpu_weights_trainable, torch_dtype
 from .onnx_backend import load_onnx_encoder, resolve_backend
+from .settings import RetrieverSettings
 
 
 logger = logging.getLogger(__name__)
 
-RETRIEVER_META = "misconceptions_retriever.json"
+RETRIEVER_META = RetrieverSettings.FILE
 RECALL_KS = (25, 50, 100)
 
 
@@ -185,8 +186,8 @@ def cached_document_embeddings(
 
 def load_retriever(
     model_dir: str, device: str | None = None, backend: str = "torch"
-) -> tuple[SentenceTransformer, dict[str, Any]]:
-    """Load a folder written by train_retriever.py (or any SentenceTransformer folder, with empty metadata).
+) -> tuple[SentenceTransformer, RetrieverSettings]:
+    """Load a folder written by train_retriever.py (or any SentenceTransformer folder, with default settings).
 
     `backend`: `torch`, `onnx`, `onnx-int8` or `auto` (see `onnx_backend`). With ONNX the model returned is an
     `OnnxSentenceEncoder`: the same `encode_query`/`encode_document` on ONNX Runtime, everything else the
@@ -196,22 +197,21 @@ def load_retriever(
     path = Path(model_dir)
     if not (path / "modules.json").is_file():
         raise InputError(f"{model_dir}: not a sentence-transformers model folder (no modules.json)")
-    meta_file = path / RETRIEVER_META
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    settings = RetrieverSettings.load(path)
     model_kwargs: dict[str, Any] = {}
-    if meta.get("dtype"):
-        model_kwargs["dtype"] = torch_dtype(meta["dtype"])
-    if meta.get("quantization"):
+    if settings.dtype:
+        model_kwargs["dtype"] = torch_dtype(settings.dtype)
+    if settings.quant_method == "bitsandbytes":  # a GPTQ/AWQ checkpoint carries its own quantization config
         from transformers import BitsAndBytesConfig
 
-        model_kwargs["quantization_config"] = BitsAndBytesConfig.from_dict(meta["quantization"])
+        model_kwargs["quantization_config"] = BitsAndBytesConfig.from_dict(settings.quantization)
         model_kwargs["device_map"] = device_map_for_quantized()
     model = SentenceTransformer(str(path), device=device, model_kwargs=model_kwargs or None)
     keep_bnb_cpu_weights_trainable(model)  # the same 4-bit kernels as in training: identical scores
     model.eval()
     if backend != "torch":
         model = load_onnx_encoder(model, model_dir, backend) or model
-    return model, meta
+    return model, settings
 
 
 def wrong_answer_rows(
@@ -246,12 +246,12 @@ def retrieve_candidates(
     embedding_cache: str | None = None,
     explanations: str | None = None,
     backend: str = "torch",
-) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
+) -> tuple[pd.DataFrame, RetrieverSettings, dict[str, Any]]:
     """Retrieve the top `k` misconceptions for every wrong answer of an Eedi question CSV, or of a built dataset's
     pivoted rows (a DataFrame or Dataset: `eedi.dataset_rows`, so no wide CSV is written and read back).
 
     `misconceptions_csv`: misconception_mapping.csv, or the id/name frame (`load_eedi_dataset`'s second value).
-    Inputs are validated before the model loads. Returns (candidates, the model's metadata, run info): one row per
+    Inputs are validated before the model loads. Returns (candidates, the model's settings, run info): one row per
     wrong answer with QuestionId_Answer, QuestionId, Answer, query, MisconceptionId (None when unlabelled) and the
     candidate_ids/candidate_scores/candidate_names lists, best first: `retrieve.py --candidates_out`'s schema.
     With `explanations` (a scripts/explain.py folder), each query ends with its `<LLMOutput>`. `backend`: see
@@ -269,11 +269,16 @@ def retrieve_candidates(
     rows = wrong_answer_rows(input_csv, misconceptions)
     if explanations:  # the Eedi reference solution's <LLMOutput>, for a retriever trained with explanations
         rows = attach_explanations(rows, explanations)
-    model, meta = load_retriever(model_dir, backend=backend)
+    elif RetrieverSettings.load(model_dir).explanations and "LLMOutput" not in rows.columns:
+        raise InputError(
+            f"{model_dir} was trained with <LLMOutput> explanations: pass --explanations, the scripts/explain.py "
+            "folder that explains these rows"
+        )
+    model, settings = load_retriever(model_dir, backend=backend)
     documents, cached = cached_document_embeddings(
         model, model_dir, misconceptions["MisconceptionName"].tolist(), source_file, batch_size, embedding_cache
     )
-    queries_text = query_texts(rows, meta.get("query_template"))
+    queries_text = query_texts(rows, settings.query_template)
     started = time.perf_counter()
     queries = encode_queries(model, queries_text, batch_size)
     encode_seconds = time.perf_counter() - started
@@ -297,4 +302,4 @@ def retrieve_candidates(
         "embeddings_cached": cached,
         "backend": getattr(model, "backend", "torch"),
     }
-    return candidates, meta, info
+    return candidates, settings, info

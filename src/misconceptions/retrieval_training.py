@@ -38,11 +38,12 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 from .candidates import TOP_K, load_candidates
 from .eedi import seen_misconception_ids
 from .errors import InputError
-from .io_utils import atomic_path, write_json
+from .io_utils import atomic_path
 from .model_utils import device_map_for_quantized, keep_bnb_cpu_weights_trainable, resolve_model_path, torch_dtype
-from .plots import PLOTS_DIR, link_plots_in_card, plot_eedi, plot_training_curves
-from .retrieval import RECALL_KS, RETRIEVER_META, encode_documents, encode_queries, retrieval_metrics, search
-from .training import card_and_push, log_and_save_train_metrics, save_model_without_push
+from .plots import PLOTS_DIR, plot_eedi
+from .retrieval import RECALL_KS, encode_documents, encode_queries, retrieval_metrics, search
+from .settings import RetrieverSettings, model_dtype, quantization_of
+from .training import RunCard, finalize_run
 
 
 logger = logging.getLogger(__name__)
@@ -288,13 +289,6 @@ def make_training_pairs(
     return Dataset.from_pandas(pairs, preserve_index=False)
 
 
-def quantization_to_dict(model: SentenceTransformer) -> dict | None:
-    config = getattr(model[0].auto_model.config, "quantization_config", None)
-    if config is None:
-        return None
-    return config.to_dict() if hasattr(config, "to_dict") else dict(config)
-
-
 def finalize_retriever(
     trainer,
     train_result,
@@ -305,66 +299,64 @@ def finalize_retriever(
     eval_df: pd.DataFrame | None,
     misconceptions: pd.DataFrame,
     evaluator: MisconceptionRetrievalEvaluator | None,
+    explanations: bool = False,
 ) -> dict[str, float]:
-    """Save model + metadata, evaluate the final (best) model on the held-out fold, plot training and evaluation
-    (`<output_dir>/plots/`), write the card, push if asked."""
-    log_and_save_train_metrics(trainer, train_result, len(train_df))
-    save_model_without_push(trainer, training_args.output_dir)
-    output_dir = Path(training_args.output_dir)
+    """`finalize_run` for a retriever: its settings (query format, pooling, loss scale, explanations used, seen
+    misconceptions) and MAP@25/recall of the final model on the held-out fold, as retrieve.py computes them."""
     seen = seen_misconception_ids(train_df)
-    meta = {
-        "task": "eedi-retrieval",
-        "base_model": model_args.model_name_or_path,
-        "dataset": script_args.dataset_name,
-        "fold": training_args.fold,
-        "pooling": training_args.pooling,
-        "query_prompt": training_args.query_prompt,
-        "query_template": training_args.query_template,
-        "query_max_length": training_args.query_max_length,
-        "document_max_length": training_args.document_max_length,
-        "dtype": model_args.dtype if model_args.dtype not in ("auto", None) else None,
-        "quantization": quantization_to_dict(trainer.model),
-        "seen_misconception_ids": seen,
-        "extra_datasets": training_args.extra_datasets,
-    }
-    metrics: dict[str, float] = {}
-    if trainer.is_world_process_zero():
-        write_json(output_dir / RETRIEVER_META, meta)
-        if evaluator is not None:
-            # The same numbers retrieve.py reports on this fold: the held-out rows against all misconceptions.
-            metrics = {f"eval_{k}": v for k, v in evaluator(trainer.model).items()}
-            trainer.log_metrics("eval", metrics)
-            trainer.save_metrics("eval", metrics)
-            ranked = evaluator.last_ranked[:, :TOP_K]
-            predictions = pd.DataFrame(
-                {
-                    "QuestionId_Answer": eval_df["QuestionId_Answer"],
-                    "MisconceptionId": [" ".join(str(int(i)) for i in row) for row in ranked],
-                }
-            )
-            with atomic_path(output_dir / "eval_predictions.csv") as tmp:
-                predictions.to_csv(tmp, index=False)
-            plot_eedi(metrics, evaluator.labels, {"retriever": ranked}, output_dir / PLOTS_DIR, set(seen))
-        plot_training_curves(trainer.state.log_history, output_dir / PLOTS_DIR)
-        logger.info("Plots written to %s", output_dir / PLOTS_DIR)
-        trainer.create_model_card(
-            model_name=output_dir.name,
-            tags=["misconceptions", "eedi", "sentence-similarity", "feature-extraction"],
-        )
-        link_plots_in_card(output_dir)
-    card_and_push(
-        trainer,
-        training_args,
-        f"Eedi retriever, eval MAP@25 {metrics.get('eval_map@25', 0):.4f}",
-        task="Eedi misconception retrieval (question + correct answer + wrong answer -> misconception), a bi-encoder",
+    settings = RetrieverSettings(
         base_model=model_args.model_name_or_path,
         dataset=script_args.dataset_name,
-        metrics=metrics,
+        dtype=model_dtype(model_args.dtype),
+        quantization=quantization_of(trainer.model),
+        fold=training_args.fold,
+        pooling=training_args.pooling,
+        query_prompt=training_args.query_prompt,
+        query_template=training_args.query_template,
+        query_max_length=training_args.query_max_length,
+        document_max_length=training_args.document_max_length,
+        loss_scale=training_args.scale,
+        explanations=explanations,
+        seen_misconception_ids=seen,
+        extra_datasets=training_args.extra_datasets,
+    )
+
+    def evaluate(output_dir: Path) -> dict[str, float]:
+        if evaluator is None:
+            return {}
+        # The same numbers retrieve.py reports on this fold: the held-out rows against all misconceptions.
+        metrics = {f"eval_{k}": v for k, v in evaluator(trainer.model).items()}
+        ranked = evaluator.last_ranked[:, :TOP_K]
+        predictions = pd.DataFrame(
+            {
+                "QuestionId_Answer": eval_df["QuestionId_Answer"],
+                "MisconceptionId": [" ".join(str(int(i)) for i in row) for row in ranked],
+            }
+        )
+        with atomic_path(output_dir / "eval_predictions.csv") as tmp:
+            predictions.to_csv(tmp, index=False)
+        plot_eedi(metrics, evaluator.labels, {"retriever": ranked}, output_dir / PLOTS_DIR, set(seen))
+        return metrics
+
+    card = RunCard(
+        title="Eedi retriever",
+        task="Eedi misconception retrieval (question + correct answer + wrong answer -> misconception), a bi-encoder",
         usage=(
             "python scripts/retrieve.py --model MODEL --input_csv test.csv "
             "--misconceptions_csv misconception_mapping.csv --output_csv submission.csv"
         ),
         tags=["eedi", "sentence-similarity", "feature-extraction"],
+        headline="eval_map@25",
+        headline_label="eval MAP@25",
         library_name="sentence-transformers",
+        trainer_card={"tags": ["misconceptions", "eedi", "sentence-similarity", "feature-extraction"]},
     )
-    return metrics
+    return finalize_run(
+        trainer,
+        train_result,
+        training_args,
+        settings=settings,
+        num_train_samples=len(train_df),
+        card=card,
+        evaluate=evaluate,
+    )

@@ -11,18 +11,25 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The shared parts of every training script: logging, checkpoint resolution, and the save/card/push tail."""
+"""The shared parts of every training script: logging, checkpoint resolution, and `finalize_run`, the one ending of
+every run (save, settings, evaluation as inference runs it, plots, card, push)."""
 
 import json
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import datasets
 import transformers
 from transformers.trainer_utils import get_last_checkpoint
 
 from .errors import InputError
+from .hub import push_model_folder, update_model_card
+from .plots import PLOTS_DIR, link_plots_in_card, plot_training_curves
+from .settings import RunSettings
 
 
 logger = logging.getLogger(__name__)
@@ -107,8 +114,6 @@ def card_and_push(
     The push goes through `hub.push_folder` (private unless hub_private_repo is false, hub_revision as the branch,
     checkpoints left out); a failure raises HubPushError after everything is saved locally.
     """
-    from .hub import push_model_folder, update_model_card
-
     if not trainer.is_world_process_zero():
         return None
     results = Path(training_args.output_dir) / "all_results.json"  # train and eval, merged by Trainer.save_metrics
@@ -127,3 +132,68 @@ def card_and_push(
     if training_args.push_to_hub and hasattr(trainer, "_finish_current_push"):
         trainer._finish_current_push()  # a checkpoint push (hub_strategy every_save) still running goes first
     return push_model_folder(training_args.output_dir, training_args, commit_message)
+
+
+@dataclass
+class RunCard:
+    """What a run's model card and Hub commit say: `title`, `headline_label` and the value of the `headline` metric
+    make the commit message ("MAP classifier, eval MAP@3 0.9221");
+    `trainer_card` holds the keyword arguments of the trainer's own `create_model_card` (None: the trainer writes
+    its card when saving, as the cross-encoder does)."""
+
+    title: str
+    task: str
+    usage: str
+    tags: list[str]
+    headline: str
+    headline_label: str
+    library_name: str | None = None
+    trainer_card: dict[str, Any] | None = field(default_factory=dict)
+
+
+def finalize_run(
+    trainer,
+    train_result,
+    training_args,
+    *,
+    settings: RunSettings,
+    num_train_samples: int,
+    card: RunCard,
+    evaluate: Callable[[Path], dict[str, float]] | None = None,
+) -> dict[str, float]:
+    """The one ending of every training script.
+
+    Train metrics and state are written and the model saved (without the push `save_model` would start). Then, on
+    the main process: the typed settings beside the model, `evaluate(output_dir)` (the task's own files, such as
+    the TF-IDF blend, and the held-out metrics computed exactly as the inference script computes them, with their
+    predictions and plots), the training curves, and the card. Last the push, when asked. Returns the eval metrics.
+    """
+    log_and_save_train_metrics(trainer, train_result, num_train_samples)
+    save_model_without_push(trainer, training_args.output_dir)
+    output_dir = Path(training_args.output_dir)
+    metrics: dict[str, float] = {}
+    if trainer.is_world_process_zero():
+        settings.save(output_dir)
+        if evaluate is not None:
+            metrics = evaluate(output_dir)
+        if metrics:
+            trainer.log_metrics("eval", metrics)
+            trainer.save_metrics("eval", metrics)
+        plot_training_curves(trainer.state.log_history, output_dir / PLOTS_DIR)
+        logger.info("Plots written to %s", output_dir / PLOTS_DIR)
+        if card.trainer_card is not None:
+            trainer.create_model_card(model_name=output_dir.name, **card.trainer_card)
+        link_plots_in_card(output_dir)
+    card_and_push(
+        trainer,
+        training_args,
+        f"{card.title}, {card.headline_label} {metrics.get(card.headline, 0):.4f}",
+        task=card.task,
+        base_model=settings.base_model,
+        dataset=settings.dataset,
+        metrics=metrics,
+        usage=card.usage,
+        tags=card.tags,
+        library_name=card.library_name,
+    )
+    return metrics
