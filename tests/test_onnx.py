@@ -42,7 +42,6 @@ from misconceptions.onnx_backend import OnnxSentenceEncoder, resolve_backend
 from misconceptions.onnx_export import onnx_cache_folder
 
 from .conftest import REPO, run_script
-from .test_eedi_data import write_small_eedi
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -272,7 +271,7 @@ def _script(name: str):
     return module
 
 
-def test_scripts_backend_flag(classifier_dir, small_map_dataset, validation_df, tmp_path, capsys):
+def test_scripts_backend_flag(classifier_dir, small_map_dataset, validation_df, eedi_data, tmp_path, capsys):
     val = small_map_dataset / "validation.csv"
     required = ["--model", "m", "--input_csv", "i", "--output_csv", "o", "--misconceptions_csv", "c"]
     eedi_required = ["--retriever", "r", "--reranker", "k", *required[2:]]
@@ -292,7 +291,7 @@ def test_scripts_backend_flag(classifier_dir, small_map_dataset, validation_df, 
         validation_df["label"].tolist(), rank_dataframe(load_classifier(str(classifier_dir)), validation_df)
     )
     assert auto == pytest.approx(torch_map, abs=0.05)  # 30 rows: one swapped rank moves MAP@3 by ~0.01
-    train_csv, mapping_csv = write_small_eedi(tmp_path / "eedi")
+    train_csv, mapping_csv = eedi_data["train_csv"], eedi_data["mapping_csv"]
     proc = run_script(
         "scripts/retrieve.py",
         *("--model", "builtin:all-MiniLM-L6-v2", "--input_csv", str(train_csv)),

@@ -51,7 +51,6 @@ from misconceptions.synthetic import (
 )
 
 from .conftest import REPO, run_script
-from .test_eedi_data import write_small_eedi
 
 
 CPU_RECIPE = REPO / "recipes" / "eedi" / "synthetic-smollm2-cpu.yaml"
@@ -87,12 +86,9 @@ class ScriptedBackend:
 
 
 @pytest.fixture(scope="module")
-def eedi_dataset(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("synthetic_eedi")
-    train_csv, mapping_csv = write_small_eedi(folder / "csv")
-    dataset, _, _ = build_eedi_dataset(train_csv, mapping_csv, n_folds=2)
-    dataset.save_to_disk(str(folder / "eedi"))
-    return {"dataset": folder / "eedi", "train_csv": train_csv, "mapping_csv": mapping_csv}
+def eedi_dataset(eedi_data):
+    """The session's small Eedi dataset (conftest's `eedi_data`: built once for every test module)."""
+    return eedi_data
 
 
 def _settings(tmp_path, **changes) -> GenerationSettings:
