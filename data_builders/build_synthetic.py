@@ -18,7 +18,7 @@ like build_eedi.py's output); beside it, `synthetic.csv` holds the questions in 
 `retrieve.py --input_csv ... --candidates_out`, the reranker's `extra_candidates`).
 
 Mix it into training with the recipe keys `extra_datasets` (train_retriever.py) or `extra_candidates`
-(train_reranker.py), each with weights.
+(train_reranker.py), lists of `{path, weight}` mappings.
 
 Usage:
 

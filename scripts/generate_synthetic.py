@@ -28,8 +28,8 @@ Usage:
     python scripts/generate_synthetic.py --config recipes/eedi/synthetic-smollm2-cpu.yaml
     python scripts/generate_synthetic.py --config recipes/eedi/synthetic-qwen72b-awq.yaml \
         --dataset_name data/eedi --output_dir data/eedi-synthetic-qwen72b
-    python data_builders/build_synthetic.py --generations data/eedi-synthetic-qwen72b --dataset_name data/eedi \
-        --output_dir data/eedi-synthetic
+    python data_builders/build_synthetic.py --generations data/eedi-synthetic-qwen72b \
+        --misconceptions_csv ../shared/data/eedi/misconception_mapping.csv --output_dir data/eedi-synthetic
 """
 
 import logging
