@@ -32,6 +32,9 @@ from .conftest import MAP_MINILM as CLASSIFIER_RECIPE
 from .conftest import REPO, run_script
 
 
+pytestmark = pytest.mark.slow  # two processes each: the process boundary is the point
+
+
 CPU_DDP = REPO / "accelerate_configs" / "cpu_ddp.yaml"
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 STEPS, BATCH = 3, 8

@@ -401,6 +401,7 @@ def test_retrieve_bad_dataset_input(eedi_data, tmp_path, capsys, case, needles):
     assert not out.exists(), "no partial output"
 
 
+@pytest.mark.slow
 def test_smollm2_lora_trains_and_reloads(eedi_data, tmp_path):
     """The Eedi reference solution's decoder path: 4-bit base, LoRA on every linear layer with its own learning rate, gradient
     checkpointing, last-token pooling; LoRA weights change and retrieve.py reloads the same model."""

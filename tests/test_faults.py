@@ -170,6 +170,7 @@ def _check_complete(out: Path) -> None:
         assert len(load_from_disk(str(out))) > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tool", ["build_map", "build_eedi", "predict_classifier", "retrieve", "rerank"])
 def test_sigkill_during_the_final_write_keeps_the_previous_output_and_a_rerun_completes(tools, tool, tmp_path):
     script, first, changed, name = tools[tool]
@@ -197,6 +198,7 @@ def test_sigkill_during_the_final_write_keeps_the_previous_output_and_a_rerun_co
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(f".{name}.")]
 
 
+@pytest.mark.slow
 def test_sigkill_before_any_output_leaves_none(tools, tmp_path):
     script, first, _, name = tools["predict_classifier"]
     out = tmp_path / name

@@ -137,6 +137,7 @@ def test_sft_labels_mask_every_prompt_token_and_keep_the_completion(smollm2, tmp
 
 
 # --- option-logit scorer -------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_option_logit_scorer_ranks_a_planted_candidate_first(smollm2, tmp_path):
     """A few SFT steps teach SmolLM2 to pick the line marked PLANTED; the scorer must then put it first from any
     position, including one the first window does not see (it climbs through the sliding windows)."""
@@ -408,6 +409,7 @@ def test_blend_moves_from_the_reranker_to_the_retriever():
     assert orders_from_logprobs(reranker, retriever, 0.5, 1.0)[0].tolist() == [2, 1, 0]  # at scale 1 it does not
 
 
+@pytest.mark.slow
 def test_listwise_lora_on_a_4bit_base_saves_an_adapter_and_reloads(eedi, tmp_path):
     out = tmp_path / "qlora"
     common = ["--dataset_name", str(eedi["dataset"]), "--candidates", str(eedi["candidates"])]

@@ -187,6 +187,7 @@ def test_finished_run_is_not_overwritten(minilm_run, small_map_dataset):
     assert proc.returncode == 2 and "already holds a finished run" in proc.stderr
 
 
+@pytest.mark.slow
 def test_smollm2_qlora_trains_and_reloads_identically(small_map_dataset, tmp_path):
     """The MAP reference solution's QLoRA path on the CPU: 4-bit Linear layers, LoRA + head saved, reloaded with identical output."""
     out = tmp_path / "smollm2"

@@ -214,6 +214,7 @@ def test_store_refuses_to_resume_with_other_settings(tmp_path):
         GenerationStore(other.output_dir, other.identity())
 
 
+@pytest.mark.slow
 def test_killed_process_resumes_without_losing_or_repeating(eedi_dataset, tmp_path):
     """The real script on SmolLM2, killed with SIGKILL after two misconceptions are written, then run again."""
     out = tmp_path / "killed"
@@ -464,6 +465,7 @@ def test_explanations_are_cached_and_fill_the_query(eedi_dataset, tmp_path):
     assert key in {explanation_key(r) for r in filled.to_dict("records")}
 
 
+@pytest.mark.slow
 def test_explain_script_runs_on_smollm2(eedi_dataset, tmp_path):
     args = ["scripts/explain.py", "--input_csv", str(eedi_dataset["train_csv"]), "--output_dir", str(tmp_path / "e")]
     args += ["--max_rows", "3", "--max_new_tokens", "16", "--temperature", "0", "--batch_size", "3"]
