@@ -17,9 +17,7 @@ the Hub. Each leaves either no output or the previous complete one, and says wha
 
 import contextlib
 import hashlib
-import io
 import os
-import runpy
 import shutil
 import signal
 import subprocess
@@ -34,7 +32,7 @@ from misconceptions import OutputError, atomic_path
 from misconceptions.io_utils import remove_stale_temporaries
 from misconceptions.model_utils import resolve_model_path
 
-from .conftest import MAP_MINILM, REPO
+from .conftest import MAP_MINILM, REPO, run_script
 
 
 MINILM = "builtin:all-MiniLM-L6-v2"
@@ -94,19 +92,9 @@ def _digest(path: Path) -> str:
 
 
 def run_in_process(script: str, argv: list[str]) -> tuple[int, str]:
-    """Run a repo script's `__main__` in this process (no interpreter start-up) -> (exit code, stderr)."""
-    stderr = io.StringIO()
-    old_argv = sys.argv
-    sys.argv = [script, *argv]
-    code = 0
-    try:
-        with contextlib.redirect_stderr(stderr):
-            runpy.run_path(str(REPO / script), run_name="__main__")
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        sys.argv = old_argv
-    return code, stderr.getvalue()
+    """Run a repo script's `main(argv)` in this process (conftest's `run_script`) -> (exit code, stderr)."""
+    proc = run_script(script, *argv, check=False)
+    return proc.returncode, proc.stderr
 
 
 @pytest.fixture(scope="module")
