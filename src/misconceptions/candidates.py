@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 import pandas as pd
-from datasets import Dataset
+from datasets import Dataset, Features, Sequence, Value
 
 from .data import load_dataset_any
 from .eedi import sample_by_weight
@@ -45,8 +45,6 @@ def save_candidates(candidates: pd.DataFrame, path: str, retriever: RetrieverSet
 
     `retriever`: the settings of the retriever that scored them, saved in the folder: the reranker blends these
     scores at the retriever's own loss scale (`retriever_settings`)."""
-    from datasets import Features, Sequence, Value
-
     features = Features(
         {
             "QuestionId_Answer": Value("string"),

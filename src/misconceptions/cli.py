@@ -94,7 +94,7 @@ def use_cpu_cores() -> int:
     all cores but one idle. A multi-process or GPU run, or a thread count the user set, is left as it is.
     Returns the thread count torch uses, which is logged.
     """
-    import torch  # here, not at module level: the vLLM environment's scripts import this module
+    import torch  # here: the generation scripts import this module and load torch only when a backend is built
 
     single_process = int(os.environ.get("WORLD_SIZE", "1")) == 1
     accelerate_default = os.environ.get("OMP_NUM_THREADS") == "1" and accelerate_set_one_thread(*_parent_process())
@@ -110,7 +110,7 @@ def use_cpu_cores() -> int:
 
 def add_backend_argument(parser: argparse.ArgumentParser, task: str) -> None:
     """The inference scripts' `--backend` (task: classifier or retriever)."""
-    from .onnx_backend import BACKENDS, CPU_DEFAULTS  # here: onnx_backend imports torch, the vLLM scripts do not
+    from .onnx_backend import BACKENDS, CPU_DEFAULTS  # here: onnx_backend imports torch (see use_cpu_cores)
 
     parser.add_argument(
         "--backend",
