@@ -27,13 +27,13 @@ Usage:
 import logging
 
 import pandas as pd
-from sentence_transformers import SentenceTransformerTrainer
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 from transformers import set_seed
 from trl import ModelConfig, TrlParser
 
 from misconceptions import (
     RetrieverConfig,
+    RetrieverTrainer,
     ScriptArguments,
     build_retriever,
     cli_entry,
@@ -88,7 +88,7 @@ def train(script_args: ScriptArguments, training_args: RetrieverConfig, model_ar
     evaluator = None
     if eval_df is not None:
         evaluator = make_evaluator(eval_df, misconceptions, seen, training_args.per_device_eval_batch_size)
-    trainer = SentenceTransformerTrainer(
+    trainer = RetrieverTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,

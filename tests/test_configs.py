@@ -162,6 +162,6 @@ def test_synthetic_72b_recipe_matches_the_eedi_reference():
     from misconceptions.generation import parse_settings
 
     (s,) = parse_settings(["--config", str(REPO / "recipes" / "eedi" / "synthetic-qwen72b-awq.yaml")])
-    assert (s.backend, s.model_name_or_path, s.quantization) == ("vllm", "Qwen/Qwen2.5-72B-Instruct-AWQ", "awq")
+    assert (s.backend, s.model_name_or_path, s.quantization) == ("vllm", "Qwen/Qwen2.5-72B-Instruct-AWQ", None)
     assert (s.n_per_misconception, s.min_examples, s.fold, s.seed) == (100, 1, -1, 777)
     assert s.tensor_parallel_size > 1

@@ -44,6 +44,7 @@ from .model_utils import (
     load_model_or_adapter,
     resolve_model_path,
     torch_dtype,
+    training_quantization_config,
 )
 from .onnx_backend import load_onnx_classifier, resolve_backend
 from .plots import PLOTS_DIR, plot_map
@@ -286,7 +287,7 @@ def build_classifier_model(model_args, training_args, id2label: dict[int, str]):
     last non-pad token). With LoRA the new head stays trainable and is saved with the adapter.
     """
     from peft import get_peft_model, prepare_model_for_kbit_training
-    from trl import get_peft_config, get_quantization_config
+    from trl import get_peft_config
 
     path = resolve_model_path(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(
@@ -294,7 +295,7 @@ def build_classifier_model(model_args, training_args, id2label: dict[int, str]):
     )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    quantization_config = get_quantization_config(model_args)
+    quantization_config = training_quantization_config(model_args)
     dtype = torch_dtype(model_args.dtype)
     model = AutoModelForSequenceClassification.from_pretrained(
         path,

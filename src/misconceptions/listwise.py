@@ -32,7 +32,13 @@ from scipy.special import log_softmax
 from tqdm.auto import tqdm
 
 from .errors import InputError
-from .model_utils import device_map_for_quantized, keep_bnb_cpu_weights_trainable, resolve_model_path, torch_dtype
+from .model_utils import (
+    device_map_for_quantized,
+    keep_bnb_cpu_weights_trainable,
+    resolve_model_path,
+    torch_dtype,
+    training_quantization_config,
+)
 from .rerank_model import Reranker, blend
 
 
@@ -229,7 +235,7 @@ def rerank_listwise(
 def build_listwise_model(model_args, training_args):
     """(causal LM, tokenizer, LoRA config or None): optional 4-bit base; SFTTrainer applies the LoRA config."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import get_peft_config, get_quantization_config
+    from trl import get_peft_config
 
     path = resolve_model_path(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(path, revision=model_args.model_revision)
@@ -238,7 +244,7 @@ def build_listwise_model(model_args, training_args):
     if tokenizer.chat_template is None:
         raise InputError(f"{model_args.model_name_or_path}: the listwise reranker needs a tokenizer chat template")
     option_token_ids(tokenizer, len(OPTION_LABELS))  # fail early if a letter is not one token
-    quantization_config = get_quantization_config(model_args)
+    quantization_config = training_quantization_config(model_args)
     peft_config = get_peft_config(model_args)
     if quantization_config is not None and peft_config is None:
         raise InputError("a 4-bit or 8-bit base model can only be trained with LoRA: set use_peft: true")

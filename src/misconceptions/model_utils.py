@@ -128,11 +128,59 @@ def device_map_for_quantized() -> dict | str:
     return "cpu"
 
 
+# gptqmodel's kernel choice for a GPTQ base that LoRA trains on: on a GPU "auto" may pick an inference-only kernel
+# (Marlin, ExLlama), on the CPU it picks `TorchCpuAvx512Linear`, whose train() raises NotImplementedError.
+TRAINABLE_GPTQ_BACKEND = "auto_trainable"
+
+
+def checkpoint_quantization(path: str, revision: str | None = None) -> dict | None:
+    """A pre-quantized checkpoint's `quantization_config` (GPTQ, AWQ, ...) from its config.json, else None."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, revision=revision)
+    quantization = getattr(config, "quantization_config", None)
+    if quantization is None:
+        return None
+    return quantization.to_dict() if hasattr(quantization, "to_dict") else dict(quantization)
+
+
+def training_quantization_config(model_args):
+    """How the base model is quantized for training: the recipe's bitsandbytes keys (TRL's `get_quantization_config`),
+    or, for a GPTQ checkpoint (Qwen2.5-32B-Instruct-GPTQ-Int4), its own config with a kernel that trains
+    (`TRAINABLE_GPTQ_BACKEND`). None for a model in full precision."""
+    from trl import get_quantization_config
+
+    config = get_quantization_config(model_args)
+    if config is not None:
+        return config
+    saved = checkpoint_quantization(resolve_model_path(model_args.model_name_or_path), model_args.model_revision)
+    if saved is not None and saved.get("quant_method") == "gptq":
+        from transformers import GPTQConfig
+
+        return GPTQConfig(bits=saved["bits"], backend=TRAINABLE_GPTQ_BACKEND)
+    return None
+
+
+def reload_quantization_config(settings: RunSettings):
+    """The quantization config that loads a trained model's base as in training, so scores match: bitsandbytes
+    re-quantized from the saved config, GPTQ with the saved kernel choice. None: the checkpoint's own (AWQ, ...)."""
+    if settings.quant_method == "bitsandbytes":
+        from transformers import BitsAndBytesConfig
+
+        return BitsAndBytesConfig.from_dict(settings.quantization)
+    if settings.quant_method == "gptq":
+        from transformers import GPTQConfig
+
+        saved = settings.quantization
+        return GPTQConfig(bits=saved["bits"], backend=saved.get("backend") or TRAINABLE_GPTQ_BACKEND)
+    return None
+
+
 def load_model_or_adapter(auto_class, model_dir: str, settings: RunSettings, config=None) -> torch.nn.Module:
     """A trained folder: full weights, or a LoRA adapter loaded onto its base model, quantized as in training.
 
     `settings` are the folder's saved settings (base_model, dtype, quantization). A bitsandbytes base is quantized
-    again from the saved config; a GPTQ/AWQ base checkpoint carries its own. Moved to the GPU when there is one and
+    again from the saved config; a GPTQ/AWQ base checkpoint carries its own (GPTQ with the kernel that trained). Moved to the GPU when there is one and
     the model is not quantized (quantized weights are placed when loaded).
     """
     kwargs: dict = {"dtype": getattr(torch, settings.dtype or "float32")}
@@ -140,10 +188,10 @@ def load_model_or_adapter(auto_class, model_dir: str, settings: RunSettings, con
         kwargs["config"] = config
     if (Path(model_dir) / "adapter_config.json").is_file():
         from peft import PeftModel
-        from transformers import BitsAndBytesConfig
 
-        if settings.quant_method == "bitsandbytes":
-            kwargs["quantization_config"] = BitsAndBytesConfig.from_dict(settings.quantization)
+        quantization_config = reload_quantization_config(settings)
+        if quantization_config is not None:
+            kwargs["quantization_config"] = quantization_config
         if settings.quant_method is not None:
             kwargs["device_map"] = device_map_for_quantized()
         base = auto_class.from_pretrained(resolve_model_path(settings.base_model), **kwargs)

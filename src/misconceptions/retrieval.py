@@ -46,7 +46,13 @@ from .errors import InputError
 from .explanations import attach_explanations
 from .io_utils import atomic_path
 from .metrics import map_at_k, recall_at_k
-from .model_utils import cache_dir, device_map_for_quantized, keep_bnb_cpu_weights_trainable, torch_dtype
+from .model_utils import (
+    cache_dir,
+    device_map_for_quantized,
+    keep_bnb_cpu_weights_trainable,
+    reload_quantization_config,
+    torch_dtype,
+)
 from .onnx_backend import load_onnx_encoder, resolve_backend
 from .settings import RetrieverSettings
 
@@ -201,10 +207,10 @@ def load_retriever(
     model_kwargs: dict[str, Any] = {}
     if settings.dtype:
         model_kwargs["dtype"] = torch_dtype(settings.dtype)
-    if settings.quant_method == "bitsandbytes":  # a GPTQ/AWQ checkpoint carries its own quantization config
-        from transformers import BitsAndBytesConfig
-
-        model_kwargs["quantization_config"] = BitsAndBytesConfig.from_dict(settings.quantization)
+    quantization_config = reload_quantization_config(settings)  # as trained: the same kernels, the same scores
+    if quantization_config is not None:
+        model_kwargs["quantization_config"] = quantization_config
+    if settings.quant_method is not None:
         model_kwargs["device_map"] = device_map_for_quantized()
     model = SentenceTransformer(str(path), device=device, model_kwargs=model_kwargs or None)
     keep_bnb_cpu_weights_trainable(model)  # the same 4-bit kernels as in training: identical scores

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from datasets import Dataset
-from sentence_transformers import SentenceTransformer, SentenceTransformerModelCardData
+from sentence_transformers import SentenceTransformer, SentenceTransformerModelCardData, SentenceTransformerTrainer
 from sentence_transformers.base.evaluation import BaseEvaluator
 from sentence_transformers.base.modules import Transformer
 from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
@@ -39,7 +39,13 @@ from .candidates import TOP_K, load_candidates
 from .eedi import seen_misconception_ids
 from .errors import InputError
 from .io_utils import atomic_path
-from .model_utils import device_map_for_quantized, keep_bnb_cpu_weights_trainable, resolve_model_path, torch_dtype
+from .model_utils import (
+    device_map_for_quantized,
+    keep_bnb_cpu_weights_trainable,
+    resolve_model_path,
+    torch_dtype,
+    training_quantization_config,
+)
 from .plots import PLOTS_DIR, plot_eedi
 from .retrieval import RECALL_KS, encode_documents, encode_queries, retrieval_metrics, search
 from .settings import RetrieverSettings, model_dtype, quantization_of
@@ -56,10 +62,10 @@ def build_retriever(model_args, training_args) -> SentenceTransformer:
 
     The query prompt is saved as the model's "query" prompt, so `encode_query` applies it at inference too.
     """
-    from trl import get_peft_config, get_quantization_config
+    from trl import get_peft_config
 
     path = resolve_model_path(model_args.model_name_or_path)
-    quantization_config = get_quantization_config(model_args)
+    quantization_config = training_quantization_config(model_args)
     if quantization_config is not None and not model_args.use_peft:
         raise InputError("a 4-bit or 8-bit base model can only be trained with LoRA: set use_peft: true")
     if training_args.lora_learning_rate is not None and not model_args.use_peft:
@@ -115,6 +121,25 @@ def build_retriever(model_args, training_args) -> SentenceTransformer:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         logger.info("LoRA adapter added: %d trainable parameters of %d", trainable, model_num_parameters(model))
     return model
+
+
+class RetrieverTrainer(SentenceTransformerTrainer):
+    """sentence-transformers' trainer, loading a LoRA run's checkpoints (the best one at the end, or a resume) as
+    adapter weights into the model in memory (transformers' `load_adapter(..., hotswap=True)`).
+
+    The stock path rebuilds the whole model from the checkpoint and copies its state dict: a quantized base is then
+    loaded again, and a GPTQ base may come back with another kernel whose packed weights have other shapes
+    ("size mismatch for ...qweight", measured on the CPU), so the best checkpoint was silently not loaded.
+    """
+
+    def _load_from_checkpoint(self, checkpoint_path: str) -> None:
+        auto_model = getattr(self.model[0], "auto_model", None)
+        adapter = Path(checkpoint_path) / "adapter_model.safetensors"
+        if adapter.is_file() and getattr(auto_model, "_hf_peft_config_loaded", False):
+            auto_model.load_adapter(checkpoint_path, adapter_name="default", hotswap=True)
+            logger.info("LoRA weights loaded from %s", checkpoint_path)
+            return
+        super()._load_from_checkpoint(checkpoint_path)
 
 
 def model_num_parameters(model) -> int:
