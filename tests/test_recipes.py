@@ -30,6 +30,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -190,6 +191,21 @@ def test_the_readme_fsdp_qlora_command_parses_with_quant_storage_in_the_compute_
     assert str(config.bnb_4bit_compute_dtype) == f"torch.{model_args.dtype}"
 
 
+def test_quantized_bases_go_to_this_processs_gpu(monkeypatch):
+    """The CUDA branch of the 4-bit/GPTQ device map (no GPU here): each DDP process puts its copy on its own GPU."""
+    import accelerate
+    import torch
+
+    from misconceptions.model_utils import device_map_for_quantized
+
+    assert device_map_for_quantized() == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(
+        accelerate, "PartialState", lambda: SimpleNamespace(local_process_index=1)
+    )  # rank 1 of a DDP job
+    assert device_map_for_quantized() == {"": 1}
+
+
 # ---------------------------------------------------------------------------------------------------- the runs
 
 
@@ -240,8 +256,9 @@ def assert_same_rankings(training_csv: Path, reloaded_csv: Path) -> None:
 @pytest.mark.recipes
 @pytest.mark.parametrize("recipe", ["recipes/map/qwen2.5-math-1.5b-qlora.yaml"], ids=str)
 def test_map_qlora_recipe_in_miniature(recipe, small_map_dataset, tmp_path):
-    """nf4 QLoRA on a tiny Qwen2 sequence classifier, fp16 autocast with the grad scaler on the CPU; reloaded by
-    predict_classifier.py with the same MAP@3 and the same top-3 labels on every validation row."""
+    """nf4 QLoRA on a tiny Qwen2 sequence classifier in float16, paged 8-bit AdamW; reloaded by predict_classifier.py
+    with the same MAP@3 and the same top-3 labels on every validation row. (The recipe's `fp16: true` asks for
+    autocast with a grad scaler; accelerate sets that up on GPUs only, so here the float16 weights compute alone.)"""
     out = tmp_path / "map-qlora"
     launch(
         recipe,
