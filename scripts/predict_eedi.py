@@ -21,6 +21,9 @@ Usage:
         --output_csv data/eedi_submission.csv [--candidates_k 100] [--window 20 --stride 10] \
         [--backend {auto,torch,onnx,onnx-int8}]
 
+Fold models combine: `--retriever A B` scores each misconception by the retrievers' mean cosine similarity, and
+`--reranker X Y` orders the reranked candidates by their mean position in the rerankers' lists.
+
 --backend chooses how the retriever encodes (as in retrieve.py; auto: onnx-int8 on a CPU, torch on a GPU).
 """
 
@@ -30,14 +33,23 @@ from misconceptions import InputError, cli_entry
 from misconceptions.cli import add_backend_argument, check_output_file, setup_script_logging
 from misconceptions.hub import resolve_model_dir
 from misconceptions.rerank import add_rerank_arguments, check_rerank_arguments, rerank_and_write
-from misconceptions.rerank_model import load_reranker
 from misconceptions.retrieval import retrieve_candidates
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--retriever", required=True, help="folder written by train_retriever.py, or a Hub model id")
-    parser.add_argument("--reranker", required=True, help="folder written by train_reranker.py, or a Hub model id")
+    parser.add_argument(
+        "--retriever",
+        required=True,
+        nargs="+",
+        help="folder written by train_retriever.py, or a Hub model id; several (one per fold) combine by mean cosine",
+    )
+    parser.add_argument(
+        "--reranker",
+        required=True,
+        nargs="+",
+        help="folder written by train_reranker.py, or a Hub model id; several (one per fold) combine by mean rank",
+    )
     parser.add_argument("--input_csv", required=True, help="Eedi questions, test.csv layout (train.csv adds scoring)")
     parser.add_argument("--misconceptions_csv", required=True, help="misconception_mapping.csv (id, name)")
     parser.add_argument("--output_csv", required=True, help="where the submission CSV is written")
@@ -58,9 +70,9 @@ def main(argv=None) -> dict:
     if args.candidates_k < 25:
         raise InputError(f"--candidates_k must be at least 25 (the submission's length), got {args.candidates_k}")
     output_csv = check_output_file(args.output_csv)
-    reranker_dir = resolve_model_dir(args.reranker)  # fail on a wrong reranker before the retrieval work
+    reranker_dirs = [resolve_model_dir(r) for r in args.reranker]  # a wrong reranker fails before the retrieval work
     candidates, _, info = retrieve_candidates(
-        resolve_model_dir(args.retriever),
+        [resolve_model_dir(r) for r in args.retriever],
         args.input_csv,
         args.misconceptions_csv,
         args.candidates_k,
@@ -68,8 +80,7 @@ def main(argv=None) -> dict:
         backend=args.backend,
     )
     print(f"Retrieved {args.candidates_k} candidates for {len(candidates)} rows ({info['queries_per_second']:.1f}/s)")
-    reranker = load_reranker(reranker_dir)
-    return rerank_and_write(reranker, candidates, args, output_csv)
+    return rerank_and_write(reranker_dirs, candidates, args, output_csv)
 
 
 if __name__ == "__main__":

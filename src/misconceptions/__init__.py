@@ -36,6 +36,7 @@ _EXPORTS = {
     "LabelRanker": "classifier",
     "MAP_PROMPT_TEMPLATE": "data",
     "MisconceptionRetrievalEvaluator": "retrieval_training",
+    "PipelineConfig": "pipeline",
     "RetrieverTrainer": "retrieval_training",
     "RETRIEVER_META": "retrieval",
     "RerankerConfig": "configs",

@@ -34,7 +34,7 @@ from .io_utils import atomic_path, write_json
 from .listwise import rerank_listwise
 from .plots import PLOTS_DIR, plot_eedi, prediction_plots_dir
 from .pointwise import rerank_pointwise
-from .rerank_model import Reranker
+from .rerank_model import Reranker, load_reranker
 from .retrieval import retrieval_metrics
 from .training import RunCard, finalize_run
 
@@ -226,18 +226,43 @@ def write_rerank_outputs(
     return metrics
 
 
-def rerank_and_write(reranker: Reranker, candidates: pd.DataFrame, args: argparse.Namespace, output_csv: Path) -> dict:
+def combine_rankings(rankings: Sequence[np.ndarray]) -> np.ndarray:
+    """Several rerankers' lists (one per fold model) as one: each candidate by its mean position across the lists
+    (a Borda count), ties kept in the first list's order. One list comes back as it is."""
+    if len(rankings) == 1:
+        return rankings[0]
+    width = min(r.shape[1] for r in rankings)
+    combined = []
+    for row in range(rankings[0].shape[0]):
+        first = rankings[0][row, :width]
+        positions = [{int(c): i for i, c in enumerate(r[row, :width])} for r in rankings]
+        mean = np.array([np.mean([p.get(int(c), width) for p in positions]) for c in first])
+        combined.append(first[np.argsort(mean, kind="stable")])
+    return np.stack(combined)
+
+
+def rerank_and_write(
+    reranker: Reranker | Sequence[Reranker | str], candidates: pd.DataFrame, args: argparse.Namespace, output_csv: Path
+) -> dict:
     """Rerank with the command-line options (unset: the reranker's saved settings), then write the submission and,
-    with labels, the before/after metrics (seen/unseen by the reranker's training misconceptions)."""
-    ranked = rerank_frame(
-        reranker,
-        candidates,
-        top_k=args.rerank_top_k,
-        window=args.window,
-        stride=args.stride,
-        blend_weight=args.blend_weight,
-        batch_size=args.batch_size,
-    )
-    seen_ids = reranker.settings.seen_misconception_ids
-    seen = set(seen_ids) if seen_ids is not None else None
-    return write_rerank_outputs(candidates, ranked, output_csv, seen)
+    with labels, the before/after metrics (seen/unseen by the reranker's training misconceptions). Several rerankers
+    (one per fold; folders are loaded one at a time) combine by `combine_rankings`; their training misconceptions
+    together count as seen."""
+    rankings, seen_lists = [], []
+    for model in [reranker] if isinstance(reranker, Reranker) else list(reranker):
+        model = model if isinstance(model, Reranker) else load_reranker(str(model))
+        rankings.append(
+            rerank_frame(
+                model,
+                candidates,
+                top_k=args.rerank_top_k,
+                window=args.window,
+                stride=args.stride,
+                blend_weight=args.blend_weight,
+                batch_size=args.batch_size,
+            )
+        )
+        seen_lists.append(model.settings.seen_misconception_ids)
+        del model
+    seen = None if any(ids is None for ids in seen_lists) else set().union(*seen_lists)
+    return write_rerank_outputs(candidates, combine_rankings(rankings), output_csv, seen)

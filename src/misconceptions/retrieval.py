@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -243,7 +244,7 @@ def wrong_answer_rows(
 
 
 def retrieve_candidates(
-    model_dir: str,
+    model_dir: str | Sequence[str],
     input_csv: str | os.PathLike | pd.DataFrame | Dataset,
     misconceptions_csv: str | os.PathLike | pd.DataFrame,
     k: int,
@@ -261,7 +262,9 @@ def retrieve_candidates(
     wrong answer with QuestionId_Answer, QuestionId, Answer, query, MisconceptionId (None when unlabelled) and the
     candidate_ids/candidate_scores/candidate_names lists, best first: `retrieve.py --candidates_out`'s schema.
     With `explanations` (a scripts/explain.py folder), each query ends with its `<LLMOutput>`. `backend`: see
-    `load_retriever`.
+    `load_retriever`. Several model folders (one per fold) combine by their mean cosine similarity: each encodes
+    with its own prompt, and the concatenated normalized embeddings, scaled by 1/sqrt(n), score exactly that mean;
+    the settings returned are the first model's.
     """
     import time
 
@@ -273,21 +276,39 @@ def retrieve_candidates(
     else:
         misconceptions, source_file = read_misconceptions_csv(misconceptions_csv), misconceptions_csv
     rows = wrong_answer_rows(input_csv, misconceptions)
+    model_dirs = [model_dir] if isinstance(model_dir, str | os.PathLike) else list(model_dir)
+    if not model_dirs:
+        raise InputError("no retriever model given")
     if explanations:  # the Eedi reference solution's <LLMOutput>, for a retriever trained with explanations
         rows = attach_explanations(rows, explanations)
-    elif RetrieverSettings.load(model_dir).explanations and "LLMOutput" not in rows.columns:
-        raise InputError(
-            f"{model_dir} was trained with <LLMOutput> explanations: pass --explanations, the scripts/explain.py "
-            "folder that explains these rows"
+    elif "LLMOutput" not in rows.columns:
+        for folder in model_dirs:
+            if RetrieverSettings.load(folder).explanations:
+                raise InputError(
+                    f"{folder} was trained with <LLMOutput> explanations: pass --explanations, the scripts/explain.py "
+                    "folder that explains these rows"
+                )
+    query_parts, document_parts, cached, encode_seconds = [], [], [], 0.0
+    settings: RetrieverSettings | None = None
+    queries_text: list[str] = []
+    for folder in model_dirs:
+        model, model_settings = load_retriever(folder, backend=backend)
+        settings = settings or model_settings
+        documents, was_cached = cached_document_embeddings(
+            model, folder, misconceptions["MisconceptionName"].tolist(), source_file, batch_size, embedding_cache
         )
-    model, settings = load_retriever(model_dir, backend=backend)
-    documents, cached = cached_document_embeddings(
-        model, model_dir, misconceptions["MisconceptionName"].tolist(), source_file, batch_size, embedding_cache
-    )
-    queries_text = query_texts(rows, settings.query_template)
-    started = time.perf_counter()
-    queries = encode_queries(model, queries_text, batch_size)
-    encode_seconds = time.perf_counter() - started
+        texts = query_texts(rows, model_settings.query_template)
+        queries_text = queries_text or texts
+        started = time.perf_counter()
+        query_parts.append(encode_queries(model, texts, batch_size))
+        encode_seconds += time.perf_counter() - started
+        document_parts.append(documents)
+        cached.append(was_cached)
+        backend_used = getattr(model, "backend", "torch")  # ONNX falls back to torch for a model it cannot run
+        del model
+    scale = 1.0 / np.sqrt(len(model_dirs))
+    queries = np.concatenate(query_parts, axis=1) * scale
+    documents = np.concatenate(document_parts, axis=1) * scale
     scores, indices = search(queries, documents, k, use_faiss=use_faiss)
     ids = misconceptions["MisconceptionId"].to_numpy()
     names = misconceptions["MisconceptionName"].to_numpy()
@@ -305,7 +326,8 @@ def retrieve_candidates(
     )
     info = {
         "queries_per_second": len(rows) / max(encode_seconds, 1e-9),
-        "embeddings_cached": cached,
-        "backend": getattr(model, "backend", "torch"),
+        "embeddings_cached": all(cached),
+        "backend": backend_used,
+        "models": len(model_dirs),
     }
     return candidates, settings, info
