@@ -34,6 +34,9 @@ Usage:
 its misconceptions table (unless --misconceptions_csv is given): the same rows, in the same order, as --input_csv on
 the fold's wide CSV, so the same scores.
 
+--model A B (fold models of one recipe) retrieves with both: each misconception scored by their mean cosine
+similarity (bench/RESULTS.md, "Fold models combined"); their training misconceptions together count as seen.
+
 --backend auto (the default) is onnx-int8 on a CPU and torch on a GPU: queries run through ONNX Runtime in int8
 (about 2.4-2.9x torch on a 2-core VNNI CPU), the misconception descriptions in fp32 (encoded once, cached). int8
 quantizes activations with one scale per batch, so MAP@25 moves a little with --batch_size (-0.0020 to +0.0026 from
@@ -60,7 +63,12 @@ logger = logging.getLogger(__name__)
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="folder written by train_retriever.py, or a Hub model id")
+    parser.add_argument(
+        "--model",
+        required=True,
+        nargs="+",
+        help="folder written by train_retriever.py, or a Hub model id; several (one per fold) combine by mean cosine",
+    )
     parser.add_argument("--input_csv", default=None, help="Eedi questions, test.csv layout (train.csv adds scoring)")
     parser.add_argument(
         "--dataset", default=None, help="instead of --input_csv: a build_eedi.py folder or Hub id (labelled: scored)"
@@ -109,7 +117,7 @@ def main(argv=None) -> dict:
         pairs, dataset_misconceptions = load_eedi_dataset(args.dataset)
         questions = dataset_rows(pairs, args.fold, args.dataset)
         misconceptions = misconceptions or dataset_misconceptions
-    model_dir = resolve_model_dir(args.model)
+    model_dir = [resolve_model_dir(m) for m in args.model]
     k = max(args.top_k, args.candidates_k, 100)
     candidates, settings, info = retrieve_candidates(
         model_dir,

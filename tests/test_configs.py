@@ -165,3 +165,26 @@ def test_synthetic_72b_recipe_matches_the_eedi_reference():
     assert (s.backend, s.model_name_or_path, s.quantization) == ("vllm", "Qwen/Qwen2.5-72B-Instruct-AWQ", None)
     assert (s.n_per_misconception, s.min_examples, s.fold, s.seed) == (100, 1, -1, 777)
     assert s.tensor_parallel_size > 1
+
+
+def test_multinode_fsdp_config_launches_8_processes_on_each_of_2_nodes():
+    """accelerate's own launch preparation on accelerate_configs/fsdp_multinode.yaml, as node 1 of 2 would run it."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    argv = ["--config_file", str(REPO / "accelerate_configs" / "fsdp_multinode.yaml"), "--machine_rank", "1"]
+    argv += ["--main_process_ip", "10.0.0.1", "scripts/train_retriever.py", "--config", "recipes/eedi/exp010.yaml"]
+    args, _, _ = _validate_launch_command(launch_command_parser().parse_args(argv))
+    assert (args.num_machines, args.num_processes, args.machine_rank, args.main_process_ip) == (2, 16, 1, "10.0.0.1")
+    env = prepare_multi_gpu_env(args)
+    assert (int(args.nnodes), int(args.nproc_per_node), int(args.node_rank)) == (2, 8, 1)
+    assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_VERSION"] == "2"
+    assert env["ACCELERATE_MIXED_PRECISION"] == "no"  # the recipe's fp16/bf16 keys decide
+
+
+def test_the_generator_recipe_takes_tensor_parallelism_across_gpus():
+    from misconceptions.generation import parse_settings
+
+    recipe = str(REPO / "recipes" / "eedi" / "synthetic-qwen72b-awq.yaml")
+    (settings,) = parse_settings(["--config", recipe, "--tensor_parallel_size", "8"])
+    assert settings.tensor_parallel_size == 8 and settings.backend == "vllm"

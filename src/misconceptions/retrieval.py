@@ -21,6 +21,7 @@ document settings. Building and training the retriever is in `retrieval_training
 `candidates`.
 """
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -306,6 +307,10 @@ def retrieve_candidates(
         cached.append(was_cached)
         backend_used = getattr(model, "backend", "torch")  # ONNX falls back to torch for a model it cannot run
         del model
+    if len(model_dirs) > 1:  # the fold models' training misconceptions together count as seen
+        seen_lists = [RetrieverSettings.load(folder).seen_misconception_ids for folder in model_dirs]
+        seen = None if any(ids is None for ids in seen_lists) else sorted(set().union(*seen_lists))
+        settings = dataclasses.replace(settings, seen_misconception_ids=seen)
     scale = 1.0 / np.sqrt(len(model_dirs))
     queries = np.concatenate(query_parts, axis=1) * scale
     documents = np.concatenate(document_parts, axis=1) * scale
