@@ -37,7 +37,9 @@ RERANKER_PARSER = (ScriptArguments, RerankerConfig, ModelConfig)
 RECIPES = sorted((REPO / "recipes").glob("*/*.yaml"))
 # scripts/generate_synthetic.py's recipes (generation settings, not training arguments)
 SYNTHETIC_RECIPES = [r for r in RECIPES if r.name.startswith("synthetic-")]
-TRAINING_RECIPES = [r for r in RECIPES if r not in SYNTHETIC_RECIPES]
+# scripts/run_pipeline.py's recipes (steps over the other recipes)
+PIPELINE_RECIPES = [r for r in RECIPES if r.name == "pipeline.yaml"]
+TRAINING_RECIPES = [r for r in RECIPES if r not in SYNTHETIC_RECIPES and r not in PIPELINE_RECIPES]
 
 
 def parser_for(recipe: Path):
@@ -188,3 +190,15 @@ def test_the_generator_recipe_takes_tensor_parallelism_across_gpus():
     recipe = str(REPO / "recipes" / "eedi" / "synthetic-qwen72b-awq.yaml")
     (settings,) = parse_settings(["--config", recipe, "--tensor_parallel_size", "8"])
     assert settings.tensor_parallel_size == 8 and settings.backend == "vllm"
+
+
+@pytest.mark.parametrize("recipe", PIPELINE_RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_pipeline_recipes_parse_and_name_existing_recipes(recipe):
+    from misconceptions.pipeline import PipelineConfig, plan
+
+    config = PipelineConfig.load(recipe)
+    assert config.task == recipe.parent.name
+    for key in ("retriever", "retriever_round2", "reranker", "classifier", "synthetic"):
+        if getattr(config, key):
+            assert (REPO / getattr(config, key)).is_file(), key
+    assert (REPO / config.accelerate_config).is_file() and plan(config)
