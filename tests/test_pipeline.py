@@ -154,10 +154,11 @@ def test_eedi_pipeline_in_miniature_finishes_after_a_kill(recipe, eedi_data, tmp
         first = subprocess.Popen(
             command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
         )
+        # killed 5 s after the pipeline announces round 2's first training (its launch alone takes longer)
         deadline = time.monotonic() + 1200
-        while not (out / "retriever2-fold0").exists() and first.poll() is None and time.monotonic() < deadline:
+        while "retriever2-fold0: " not in log.read_text() and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)
-        time.sleep(3)
+        time.sleep(5)
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
     assert (out / "candidates1-fold1" / "dataset_info.json").is_file(), log.read_text()[-3000:]
