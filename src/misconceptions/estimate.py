@@ -31,7 +31,6 @@ Hours per epoch: 6 x (active parameters) FLOPs a trained token (2 forward + 4 ba
 checkpointing's second forward) at a stated share of the GPU's dense 16-bit peak.
 """
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -316,10 +315,6 @@ def smallest_gpu(total_gb: float) -> str | None:
     """The GPU of GPUS with the least memory that holds `total_gb` with 10% to spare."""
     fitting = [(memory, name) for name, (_, memory) in GPUS.items() if memory >= total_gb * 1.1]
     return min(fitting)[1] if fitting else None
-
-
-def round_up(value: float, digits: int = 1) -> float:
-    return math.ceil(value * 10**digits) / 10**digits
 
 
 def known_shape_source(name: str) -> str:

@@ -36,6 +36,7 @@ from .plots import PLOTS_DIR, plot_eedi, prediction_plots_dir
 from .pointwise import rerank_pointwise
 from .rerank_model import Reranker, load_reranker
 from .retrieval import retrieval_metrics
+from .settings import union_of_seen
 from .training import RunCard, finalize_run
 
 
@@ -264,5 +265,4 @@ def rerank_and_write(
         )
         seen_lists.append(model.settings.seen_misconception_ids)
         del model
-    seen = None if any(ids is None for ids in seen_lists) else set().union(*seen_lists)
-    return write_rerank_outputs(candidates, combine_rankings(rankings), output_csv, seen)
+    return write_rerank_outputs(candidates, combine_rankings(rankings), output_csv, union_of_seen(seen_lists))

@@ -56,7 +56,7 @@ from .model_utils import (
     torch_dtype,
 )
 from .onnx_backend import load_onnx_encoder, resolve_backend
-from .settings import RetrieverSettings
+from .settings import RetrieverSettings, union_of_seen
 
 
 logger = logging.getLogger(__name__)
@@ -289,12 +289,13 @@ def retrieve_candidates(
                     f"{folder} was trained with <LLMOutput> explanations: pass --explanations, the scripts/explain.py "
                     "folder that explains these rows"
                 )
-    query_parts, document_parts, cached, encode_seconds = [], [], [], 0.0
+    query_parts, document_parts, cached, seen_lists, encode_seconds = [], [], [], [], 0.0
     settings: RetrieverSettings | None = None
     queries_text: list[str] = []
     for folder in model_dirs:
         model, model_settings = load_retriever(folder, backend=backend)
         settings = settings or model_settings
+        seen_lists.append(model_settings.seen_misconception_ids)
         documents, was_cached = cached_document_embeddings(
             model, folder, misconceptions["MisconceptionName"].tolist(), source_file, batch_size, embedding_cache
         )
@@ -308,9 +309,8 @@ def retrieve_candidates(
         backend_used = getattr(model, "backend", "torch")  # ONNX falls back to torch for a model it cannot run
         del model
     if len(model_dirs) > 1:  # the fold models' training misconceptions together count as seen
-        seen_lists = [RetrieverSettings.load(folder).seen_misconception_ids for folder in model_dirs]
-        seen = None if any(ids is None for ids in seen_lists) else sorted(set().union(*seen_lists))
-        settings = dataclasses.replace(settings, seen_misconception_ids=seen)
+        seen = union_of_seen(seen_lists)
+        settings = dataclasses.replace(settings, seen_misconception_ids=None if seen is None else sorted(seen))
     scale = 1.0 / np.sqrt(len(model_dirs))
     queries = np.concatenate(query_parts, axis=1) * scale
     documents = np.concatenate(document_parts, axis=1) * scale

@@ -187,3 +187,9 @@ def quantization_of(model) -> dict[str, Any] | None:
     if config is None:
         return None
     return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+
+
+def union_of_seen(seen_lists) -> set[int] | None:
+    """Fold models' training misconceptions as one set (None when any model does not record its own)."""
+    seen_lists = list(seen_lists)
+    return None if any(ids is None for ids in seen_lists) else set().union(*seen_lists)
