@@ -4,12 +4,15 @@
 # this machine's CA bundle, since its HTTPS goes through a proxy with its own CA), buildah builds the image with
 # chroot isolation (podman run fails here: "crun: setrlimit RLIMIT_NOFILE: Operation not permitted"), then inside the
 # image: the imports, and exp010 in miniature through `accelerate launch` with the saved model reloaded by retrieve.py.
+# `vllm` builds docker/vllm/Dockerfile instead and runs, inside it, the imports, the generator's --help and the cost
+# estimate of the 72B generator recipe (vLLM's CUDA build cannot generate without a GPU).
 # Needs root, debootstrap and buildah (apt-get install debootstrap buildah), about 10 GB of disk, and the tiny models
 # and small data the recipe tests build (make test-recipes; TINY and MINI below).
-#   bash bench/docker_smoke.sh [WORK_DIR]
+#   bash bench/docker_smoke.sh [train|vllm] [WORK_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-work="${1:-/tmp/docker-smoke}"
+image="${1:-train}"
+work="${2:-/tmp/docker-smoke}"
 tiny="${TINY:-$PWD/.cache/tiny-models/v1}"
 mini="${MINI:-/tmp/mini}"   # holds eedi/ (a small built Eedi dataset with 2 folds)
 export BUILDAH_ISOLATION=chroot
@@ -18,12 +21,25 @@ if ! buildah images --format '{{.Name}}:{{.Tag}}' | grep -q '^localhost/python-l
   [ -d "$work/rootfs" ] || debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm \
     "$work/rootfs" http://deb.debian.org/debian
   cp /etc/ssl/certs/ca-certificates.crt "$work/rootfs/etc/ssl/certs/ca-certificates.crt"
-  tar -C "$work/rootfs" -c . | buildah import - localhost/debian-bookworm-python:12 2>/dev/null \
-    || tar -C "$work/rootfs" -c . | podman import - localhost/debian-bookworm-python:12
+  base=$(buildah from scratch)   # the debootstrapped tree as an image's one layer
+  tar -C "$work/rootfs" -c . | tar -C "$(buildah mount "$base")" -x
+  buildah umount "$base" >/dev/null && buildah commit --rm "$base" localhost/debian-bookworm-python:12
   printf '%s\n' 'FROM localhost/debian-bookworm-python:12' \
     'RUN apt-get update && apt-get install -y --no-install-recommends python3-dev && rm -rf /var/lib/apt/lists/*' \
     'RUN python3 -m venv /opt/python' 'ENV PATH=/opt/python/bin:$PATH' > "$work/Dockerfile.base"
   buildah bud -f "$work/Dockerfile.base" -t localhost/python-local:3.11 "$work"
+fi
+if [ "$image" = vllm ]; then
+  time DOCKER=buildah BASE_IMAGE=localhost/python-local:3.11 docker/vllm/build.sh misconceptions-vllm:local
+  ctr=$(buildah from misconceptions-vllm:local)
+  trap 'buildah rm "$ctr" >/dev/null' EXIT
+  buildah run "$ctr" -- python -c "import importlib.metadata as m, misconceptions, vllm, torch, transformers; \
+print('misconceptions', m.version('misconceptions'), 'vllm', vllm.__version__, 'torch', torch.__version__, \
+'transformers', transformers.__version__)"
+  buildah run --env HF_HUB_OFFLINE=1 "$ctr" -- sh -c 'cd /opt/misconceptions \
+    && python scripts/generate_synthetic.py --help | head -n 5 \
+    && python scripts/estimate.py --config recipes/eedi/synthetic-qwen72b-awq.yaml --gpu A100-80GB --num_gpus 4'
+  exit 0
 fi
 time DOCKER=buildah BASE_IMAGE=localhost/python-local:3.11 docker/build.sh misconceptions-train:local
 ctr=$(buildah from misconceptions-train:local)

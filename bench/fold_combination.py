@@ -19,12 +19,18 @@ folds are split again into 2 folds, and the retriever recipe trains one model pe
 the other half). The held-out questions are then retrieved by fold model 0, fold model 1, and both combined
 (`retrieve_candidates` with two folders: mean cosine similarity); MAP@25 and recall@25, seen and unseen apart.
 
+With `--reranker_recipe`, each fold also gets the cross-encoder recipe, trained as `make demo` trains it (on its fold
+retriever's 100 candidates for its training rows, starting from that retriever), and the held-out questions go through
+retrieve -> rerank with fold 0's pair, fold 1's pair, and both pairs combined (`predict_eedi.py` with two retrievers
+and two rerankers: mean cosine, then each candidate by its mean position in the two rerankers' lists).
+
     python bench/fold_combination.py --data_dir ../shared/data/eedi --output_dir data/bench-folds \
-        --output bench/results/fold_combination.json
+        --reranker_recipe recipes/eedi/reranker-minilm-cpu.yaml --output bench/results/fold_combination.json
 """
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -44,6 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data_dir", required=True, help="the competition's Eedi folder (train.csv, mapping)")
     parser.add_argument("--output_dir", required=True, help="work folder: datasets and fold models (reused)")
     parser.add_argument("--recipe", default="recipes/eedi/minilm-cpu.yaml", help="the retriever recipe")
+    parser.add_argument("--reranker_recipe", default=None, help="also a cross-encoder recipe per fold (optional)")
     parser.add_argument("--output", required=True, help="JSON results file")
     return parser.parse_args(argv)
 
@@ -70,14 +77,15 @@ def main(argv=None) -> dict:
         rest.to_csv(rest_csv, index=False)
         run([python, "data_builders/build_eedi.py", "--train_csv", str(rest_csv), "--misconceptions_csv", mapping,
              "--output_dir", str(two), "--n_folds", "2"])  # fmt: skip
-    accelerate = str(Path(python).with_name("accelerate"))
+    # accelerate gives one thread to a process unless told otherwise: every core, as `make demo` does
+    launch = [str(Path(python).with_name("accelerate")), "launch", "--num_processes", "1",
+              "--num_cpu_threads_per_process", str(os.cpu_count())]  # fmt: skip
     seconds = {}
     for k in (0, 1):
         model = out / f"retriever-fold{k}"
         if not (model / "train_results.json").exists():
-            seconds[f"fold{k}"] = run([accelerate, "launch", "--num_processes", "1", "scripts/train_retriever.py",
-                                       "--config", args.recipe, "--dataset_name", str(two), "--fold", str(k),
-                                       "--output_dir", str(model)])  # fmt: skip
+            seconds[f"fold{k}"] = run([*launch, "scripts/train_retriever.py", "--config", args.recipe,
+                                       "--dataset_name", str(two), "--fold", str(k), "--output_dir", str(model)])  # fmt: skip
     held_out = four / "fold0.csv"
     results: dict = {"recipe": args.recipe, "held_out": "fold 0 of 4 by QuestionId", "training_seconds": seconds}
     for name, models in (
@@ -90,13 +98,49 @@ def main(argv=None) -> dict:
         run(command + ["--misconceptions_csv", mapping, "--output_csv", str(csv)])
         metrics = json.loads(csv.with_name(csv.stem + "_metrics.json").read_text())
         results[name] = {k: metrics[k] for k in ("map@25", "recall@25", "unseen_map@25", "seen_map@25", "rows")}
+    if args.reranker_recipe:
+        results["reranked"] = rerank_folds(args.reranker_recipe, out, two, held_out, mapping, launch, seconds)
     results["cpu"] = cpu_info()
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     for name in ("fold model 0", "fold model 1", "both combined"):
         r = results[name]
         print(f"{name:14s} MAP@25 {r['map@25']:.4f} recall@25 {r['recall@25']:.4f} "
               f"seen {r['seen_map@25']:.4f} unseen {r['unseen_map@25']:.4f} ({r['rows']} rows)")  # fmt: skip
+    for name, r in results.get("reranked", {}).items():
+        print(f"{name:14s} retrieve -> rerank MAP@25 {r['retriever_map@25']:.4f} -> {r['reranked_map@25']:.4f}, "
+              f"unseen {r['unseen_retriever_map@25']:.4f} -> {r['unseen_reranked_map@25']:.4f}")  # fmt: skip
     return results
+
+
+def rerank_folds(recipe: str, out: Path, two: Path, held_out: Path, mapping: str, launch: list, seconds: dict) -> dict:
+    """Train the reranker recipe per fold on its retriever's candidates; score fold pairs alone and combined."""
+    python = sys.executable
+    for k in (0, 1):
+        retriever, candidates, model = (
+            out / f"retriever-fold{k}",
+            out / f"candidates-fold{k}",
+            out / f"reranker-fold{k}",
+        )
+        if not (candidates / "dataset_info.json").exists():
+            run([python, "scripts/retrieve.py", "--model", str(retriever), "--dataset", str(two), "--output_csv",
+                 str(out / f"train-predictions-fold{k}.csv"), "--candidates_out", str(candidates),
+                 "--candidates_k", "100"])  # fmt: skip
+        if not (model / "train_results.json").exists():
+            seconds[f"reranker fold{k}"] = run([*launch, "scripts/train_reranker.py", "--config", recipe,
+                                                "--dataset_name", str(two), "--fold", str(k), "--candidates",
+                                                str(candidates), "--model_name_or_path", str(retriever),
+                                                "--output_dir", str(model), "--final_eval", "false"])  # fmt: skip
+    keys = ("retriever_map@25", "reranked_map@25", "retriever_recall@25", "reranked_recall@25",
+            "seen_retriever_map@25", "seen_reranked_map@25", "unseen_retriever_map@25", "unseen_reranked_map@25", "rows")  # fmt: skip
+    reranked = {}
+    for name, folds in (("fold pair 0", [0]), ("fold pair 1", [1]), ("both combined", [0, 1])):
+        csv = out / f"held-out-reranked-{name.replace(' ', '-')}.csv"
+        run([python, "scripts/predict_eedi.py", "--retriever", *[str(out / f"retriever-fold{k}") for k in folds],
+             "--reranker", *[str(out / f"reranker-fold{k}") for k in folds], "--input_csv", str(held_out),
+             "--misconceptions_csv", mapping, "--output_csv", str(csv)])  # fmt: skip
+        metrics = json.loads(csv.with_name(csv.stem + "_metrics.json").read_text())
+        reranked[name] = {k: metrics[k] for k in keys}
+    return reranked
 
 
 if __name__ == "__main__":
