@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from misconceptions.profiling import cpu_info
+
 
 REPO = Path(__file__).resolve().parents[1]
 MAP_BACKENDS = ("trainer.predict", "torch", "onnx", "onnx-int8")
@@ -163,19 +165,6 @@ def prepare(args) -> None:
     for backend in ("onnx", "onnx-int8"):
         load_classifier(args.map_model, backend=backend)
         load_retriever(args.eedi_model, backend=backend)
-
-
-def cpu_info() -> dict:
-    """The CPU's model name and the instruction sets int8 and fp32 kernels care about: int8 MatMuls are several times
-    faster with AVX-512 VNNI or AMX than with AVX2 alone, so figures from different CPUs are not comparable."""
-    fields = {}
-    with open("/proc/cpuinfo") as handle:
-        for line in handle:
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-    flags = set(fields.get("flags", "").split())
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
-    return {"model": fields.get("model name", "unknown"), "flags": [f for f in wanted if f in flags]}
 
 
 def run_worker(task: str, backend: str, argv: list[str]) -> dict:

@@ -251,9 +251,8 @@ def main() -> None:
         results = map_worker(args) if args.worker == "map" else eedi_worker(args)
         print(json.dumps(results))
         return
-    from inference_speed import cpu_info
-
     from misconceptions.onnx_export import cpu_has_vnni
+    from misconceptions.profiling import cpu_info
 
     out = {"command": "python " + " ".join([f"bench/{Path(__file__).name}", *sys.argv[1:]]), "cpu": cpu_info()}
     out["reduce_range"] = not cpu_has_vnni()

@@ -35,12 +35,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from misconceptions.profiling import cpu_info
+
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = "recipes/map/minilm-cpu.yaml"
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from inference_speed import cpu_info  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

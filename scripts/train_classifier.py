@@ -44,6 +44,7 @@ from misconceptions import (
     texts_for,
 )
 from misconceptions.cli import parse_recipe_args, use_cpu_cores
+from misconceptions.profiling import profile_callbacks
 
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ def train(script_args: ScriptArguments, training_args: ClassifierConfig, model_a
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=map3_compute_metrics,
         class_weights=weights,
+        callbacks=profile_callbacks(training_args),
     )
 
     # 5. Train (resuming), then save, card, full-pipeline evaluation and push

@@ -52,6 +52,7 @@ from misconceptions.pointwise import (
     pointwise_training_rows,
     reranking_evaluator,
 )
+from misconceptions.profiling import profile_callbacks
 from misconceptions.rerank import finalize_reranker
 from misconceptions.rerank_model import Reranker
 from misconceptions.settings import RerankerSettings, model_dtype, quantization_of
@@ -119,6 +120,7 @@ def train(script_args: ScriptArguments, training_args: RerankerConfig, model_arg
             eval_dataset=eval_dataset,
             processing_class=tokenizer,
             peft_config=peft_config,
+            callbacks=profile_callbacks(training_args),
         )
         settings.num_candidates = training_args.num_candidates
         settings.quantization = quantization_of(model)
@@ -139,6 +141,7 @@ def train(script_args: ScriptArguments, training_args: RerankerConfig, model_arg
             train_dataset=train_dataset,
             loss=MultipleNegativesRankingLoss(model, num_negatives=training_args.in_batch_negatives),
             evaluator=evaluator,
+            callbacks=profile_callbacks(training_args),
         )
         settings.num_negatives = training_args.num_negatives
     logger.info("Training rows: %d (%s)", len(train_dataset), training_args.reranker_type)

@@ -48,6 +48,7 @@ from misconceptions import (
 )
 from misconceptions.cli import parse_recipe_args, use_cpu_cores
 from misconceptions.eedi import extra_training_rows, seen_misconception_ids
+from misconceptions.profiling import profile_callbacks
 
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ def train(script_args: ScriptArguments, training_args: RetrieverConfig, model_ar
         train_dataset=train_dataset,
         loss=MultipleNegativesRankingLoss(model, scale=training_args.scale),
         evaluator=evaluator,
+        callbacks=profile_callbacks(training_args),
     )
 
     # 6. Train (resuming), then save, held-out evaluation, card and push

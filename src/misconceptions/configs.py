@@ -105,6 +105,19 @@ class OutputOptions:
 
 
 @dataclass
+class ProfileOptions:
+    """`step_profile`: time each part of the training steps (`profiling.StepProfiler`) into step_profile.json."""
+
+    step_profile: bool = field(
+        default=False,
+        metadata={
+            "help": "Write step_profile.json: samples/s, tokens/s and where a step's time goes (data, forward, "
+            "backward, optimizer, evaluation, saving), with the CPU's ISA flags."
+        },
+    )
+
+
+@dataclass
 class FoldOptions:
     """The held-out `fold` and its rule (`check_fold`), for the configs that train on a dataset's folds."""
 
@@ -134,7 +147,7 @@ class ScriptArguments(trl.ScriptArguments):
 
 
 @dataclass
-class ClassifierConfig(HubOptions, OutputOptions, TrainingArguments):
+class ClassifierConfig(HubOptions, OutputOptions, ProfileOptions, TrainingArguments):
     """TrainingArguments plus the MAP classifier's own settings."""
 
     max_length: int = field(default=256, metadata={"help": "Tokens kept per input (longer inputs are truncated)."})
@@ -192,7 +205,7 @@ POOLING_CHOICES = ("last_token", "mean", "cls")
 
 
 @dataclass
-class RetrieverConfig(HubOptions, OutputOptions, FoldOptions, SentenceTransformerTrainingArguments):
+class RetrieverConfig(HubOptions, OutputOptions, ProfileOptions, FoldOptions, SentenceTransformerTrainingArguments):
     """SentenceTransformerTrainingArguments plus the Eedi bi-encoder retriever's own settings."""
 
     query_prompt: str = field(
@@ -295,7 +308,7 @@ class RetrieverConfig(HubOptions, OutputOptions, FoldOptions, SentenceTransforme
 
 
 @dataclass
-class RerankerConfig(HubOptions, OutputOptions, FoldOptions, trl.SFTConfig):
+class RerankerConfig(HubOptions, OutputOptions, ProfileOptions, FoldOptions, trl.SFTConfig):
     """SFTConfig (the listwise reranker's trainer) plus the reranker's own settings; the pointwise cross-encoder
     gets the same training settings as CrossEncoderTrainingArguments."""
 
