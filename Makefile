@@ -210,6 +210,8 @@ bench: install $(EEDI_MODEL)/train_results.json $(RERANKER_MODEL)/train_results.
 	HF_HUB_OFFLINE=1 $(PY) bench/int8_variants.py --map_model $(MAP_MODEL) --map_csv $(DEMO_DIR)/map/validation.csv \
 		--eedi_model $(EEDI_MODEL) --eedi_csv $(DEMO_DIR)/eedi/fold0.csv \
 		--misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv --output bench/results/int8_variants.json
+	$(MAKE) --no-print-directory $(DEMO_DIR)/map/dataset_dict.json && HF_HUB_OFFLINE=1 $(PY) bench/train_speed.py \
+		--map_dataset $(DEMO_DIR)/map --eedi_dataset $(DEMO_DIR)/eedi --steps 30 --output bench/results/train_speed.json
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
