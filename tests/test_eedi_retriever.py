@@ -402,14 +402,20 @@ def test_retrieve_bad_dataset_input(eedi_data, tmp_path, capsys, case, needles):
 
 
 @pytest.mark.slow
-def test_smollm2_lora_trains_and_reloads(eedi_data, tmp_path):
-    """The Eedi reference solution's decoder path: 4-bit base, LoRA on every linear layer with its own learning rate, gradient
-    checkpointing, last-token pooling; LoRA weights change and retrieve.py reloads the same model."""
+def test_smollm2_lora_recipe_trains_and_reloads(eedi_data, tmp_path):
+    """The Eedi reference solution's decoder path, through the SmolLM2 LoRA recipe: 4-bit base, LoRA on every linear
+    layer with its own learning rate, gradient checkpointing, last-token pooling; LoRA weights change and retrieve.py
+    reloads the same model. The base is the tiny random Qwen2 (the reference's architecture, a fraction of SmolLM2's
+    compute): this is about the mechanics; the recipe's SmolLM2 itself is trained by the listwise and QLoRA tests."""
+    from .tiny_models import cached_tiny_model
+
     out = tmp_path / "smollm2"
-    proc = run_script(
+    run_script(
         "scripts/train_retriever.py",
         "--config",
         str(SMOLLM2),
+        "--model_name_or_path",
+        str(cached_tiny_model("qwen2")),
         "--dataset_name",
         str(eedi_data["dataset"]),
         "--output_dir",
@@ -441,7 +447,9 @@ def test_smollm2_lora_trains_and_reloads(eedi_data, tmp_path):
     assert modules == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}, modules
     # lora_B starts at zero: non-zero weights mean the LoRA layers trained (through gradient checkpointing).
     assert all(adapter[k].abs().sum() > 0 for k in lora_b)
-    assert "activation_checkpointing=True" in proc.stdout + proc.stderr
+    # The recipe's gradient checkpointing reached the trainer (read from the arguments it saved, not from its log,
+    # whose level depends on what ran before in the process).
+    assert torch.load(out / "training_args.bin", weights_only=False).activation_checkpointing is True
     meta = json.loads((out / RETRIEVER_META).read_text())
     assert meta["pooling"] == "last_token" and meta["quantization"]["load_in_4bit"]
     _retrieve(out, eedi_data["dataset"] / "fold0.csv", eedi_data["mapping_csv"], tmp_path / "sub.csv")

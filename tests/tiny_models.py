@@ -160,18 +160,22 @@ def build_tiny_qwen2_gptq(src: Path, dest: Path) -> Path:
 
 def cached_tiny_model(kind: str) -> Path:
     """The cached tiny model (`qwen2` or `qwen2-gptq-int4`), built first when missing or from an older build."""
-    root = CACHE_DIR / f"v{BUILD_VERSION}"
-    base = root / "qwen2"
-    if not (base / "model.safetensors").exists():
-        build_tiny_qwen2(base)
-    if kind == "qwen2":
-        return base
-    if kind != "qwen2-gptq-int4":
+    from filelock import FileLock
+
+    if kind not in ("qwen2", "qwen2-gptq-int4"):
         raise ValueError(f"unknown tiny model {kind!r}: qwen2 or qwen2-gptq-int4")
-    gptq = root / kind
-    if not (gptq / "quantize_config.json").exists() and not (gptq / "config.json").exists():
-        build_tiny_qwen2_gptq(base, gptq)
-    return gptq
+    root = CACHE_DIR / f"v{BUILD_VERSION}"
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(root / ".lock"):  # test workers running in parallel build it once
+        base = root / "qwen2"
+        if not (base / "model.safetensors").exists():
+            build_tiny_qwen2(base)
+        if kind == "qwen2":
+            return base
+        gptq = root / kind
+        if not (gptq / "quantize_config.json").exists() and not (gptq / "config.json").exists():
+            build_tiny_qwen2_gptq(base, gptq)
+        return gptq
 
 
 def main(argv: list[str] | None = None) -> None:

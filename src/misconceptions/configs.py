@@ -39,6 +39,7 @@ EEDI_INSTRUCTION = (
 )
 EEDI_QUERY_PROMPT = f"Instruct: {EEDI_INSTRUCTION}\nQuery: "
 MIXTURE_EXAMPLE = '[{"path": "data/eedi-synthetic", "weight": 0.5}]'
+CPU_BF16_CHOICES = ("auto", "true", "false")
 
 
 def parse_mixture(value: Any, key: str) -> list[dict[str, Any]]:
@@ -118,6 +119,51 @@ class ProfileOptions:
 
 
 @dataclass
+class SpeedOptions:
+    """`cpu_bf16`: bf16 autocast for CPU training where the CPU has it natively (`speed.py`; measured by
+    bench/train_speed.py)."""
+
+    cpu_bf16: str = field(
+        default="false",
+        metadata={
+            "help": "CPU recipes (use_cpu: true) only: bf16 autocast in training. 'auto': on where the CPU computes "
+            "bf16 natively (AVX512-BF16 or AMX), off where torch would emulate it (slower than fp32); 'true'; "
+            "'false' (default: fp32). bf16: true or fp16: true in a recipe win; GPU recipes keep their own precision."
+        },
+    )
+
+    def __post_init__(self):
+        from .speed import native_bf16  # here, not at module level: configs is a leaf of the package
+
+        choice = str(self.cpu_bf16).lower()
+        if choice not in CPU_BF16_CHOICES:
+            raise ValueError(f"cpu_bf16 must be one of {CPU_BF16_CHOICES}, got '{self.cpu_bf16}'")
+        if self.use_cpu and not (self.bf16 or self.fp16):
+            # bf16 unset or false: the CPU decides (TRL's SFTConfig would otherwise turn an unset bf16 on everywhere)
+            self.bf16 = choice == "true" or (choice == "auto" and native_bf16())
+        super().__post_init__()
+
+
+@dataclass
+class BucketOptions:
+    """`length_bucket_size`: the sentence-transformers trainers' padding cut (`speed.bucket_by_length`). The MAP
+    classifier has no need of it: its `group_by_length` sampler already batches rows of like length."""
+
+    length_bucket_size: int = field(
+        default=0,
+        metadata={
+            "help": "Run each padded training batch as length-sorted chunks of this many rows, each cut to its own "
+            "longest row (fewer padded tokens, the same outputs and gradients); 0 turns it off. The retriever and "
+            "the pointwise cross-encoder."
+        },
+    )
+
+    def check_length_bucket_size(self) -> None:
+        if self.length_bucket_size < 0:
+            raise ValueError(f"length_bucket_size must be >= 0, got {self.length_bucket_size}")
+
+
+@dataclass
 class FoldOptions:
     """The held-out `fold` and its rule (`check_fold`), for the configs that train on a dataset's folds."""
 
@@ -147,7 +193,7 @@ class ScriptArguments(trl.ScriptArguments):
 
 
 @dataclass
-class ClassifierConfig(HubOptions, OutputOptions, ProfileOptions, TrainingArguments):
+class ClassifierConfig(HubOptions, OutputOptions, ProfileOptions, SpeedOptions, TrainingArguments):
     """TrainingArguments plus the MAP classifier's own settings."""
 
     max_length: int = field(default=256, metadata={"help": "Tokens kept per input (longer inputs are truncated)."})
@@ -205,7 +251,15 @@ POOLING_CHOICES = ("last_token", "mean", "cls")
 
 
 @dataclass
-class RetrieverConfig(HubOptions, OutputOptions, ProfileOptions, FoldOptions, SentenceTransformerTrainingArguments):
+class RetrieverConfig(
+    HubOptions,
+    OutputOptions,
+    ProfileOptions,
+    SpeedOptions,
+    BucketOptions,
+    FoldOptions,
+    SentenceTransformerTrainingArguments,
+):
     """SentenceTransformerTrainingArguments plus the Eedi bi-encoder retriever's own settings."""
 
     query_prompt: str = field(
@@ -289,6 +343,7 @@ class RetrieverConfig(HubOptions, OutputOptions, ProfileOptions, FoldOptions, Se
         if self.scale <= 0:
             raise ValueError(f"scale must be positive, got {self.scale}")
         self.check_fold()
+        self.check_length_bucket_size()
         # The query prompt is applied to the anchor column only; queries and documents get their own max lengths.
         if not self.prompts and self.query_prompt:
             self.prompts = {"anchor": self.query_prompt}
@@ -308,7 +363,9 @@ class RetrieverConfig(HubOptions, OutputOptions, ProfileOptions, FoldOptions, Se
 
 
 @dataclass
-class RerankerConfig(HubOptions, OutputOptions, ProfileOptions, FoldOptions, trl.SFTConfig):
+class RerankerConfig(
+    HubOptions, OutputOptions, ProfileOptions, SpeedOptions, BucketOptions, FoldOptions, trl.SFTConfig
+):
     """SFTConfig (the listwise reranker's trainer) plus the reranker's own settings; the pointwise cross-encoder
     gets the same training settings as CrossEncoderTrainingArguments."""
 
@@ -367,6 +424,7 @@ class RerankerConfig(HubOptions, OutputOptions, ProfileOptions, FoldOptions, trl
         if min(self.num_negatives, self.in_batch_negatives, self.rerank_top_k) < 1:
             raise ValueError("num_negatives, in_batch_negatives and rerank_top_k must be at least 1")
         self.check_fold()
+        self.check_length_bucket_size()
         self.extra_candidates = parse_mixture(self.extra_candidates, "extra_candidates")
         if self.reranker_type == "listwise":
             self.completion_only_loss = True if self.completion_only_loss is None else self.completion_only_loss

@@ -31,6 +31,7 @@ from scipy.special import log_softmax
 
 from .model_utils import resolve_model_path, torch_dtype
 from .rerank_model import Reranker, blend
+from .speed import bucket_by_length
 
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def build_cross_encoder(model_args, training_args):
     from sentence_transformers import CrossEncoder
     from sentence_transformers.cross_encoder import CrossEncoderModelCardData
 
-    return CrossEncoder(
+    model = CrossEncoder(
         resolve_model_path(model_args.model_name_or_path),
         num_labels=1,
         max_length=training_args.max_length,
@@ -111,6 +112,9 @@ def build_cross_encoder(model_args, training_args):
             language="en", license="apache-2.0", model_name=f"{Path(training_args.output_dir).name}: Eedi reranker"
         ),
     )
+    if getattr(training_args, "length_bucket_size", 0):
+        bucket_by_length(model[0].auto_model, training_args.length_bucket_size)
+    return model
 
 
 def cross_encoder_args(training_args):

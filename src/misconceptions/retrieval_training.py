@@ -49,6 +49,7 @@ from .model_utils import (
 from .plots import PLOTS_DIR, plot_eedi
 from .retrieval import RECALL_KS, encode_documents, encode_queries, retrieval_metrics, search
 from .settings import RetrieverSettings, model_dtype, quantization_of
+from .speed import bucket_by_length
 from .training import RunCard, finalize_run
 
 
@@ -120,6 +121,8 @@ def build_retriever(model_args, training_args) -> SentenceTransformer:
         model.add_adapter(peft_config)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         logger.info("LoRA adapter added: %d trainable parameters of %d", trainable, model_num_parameters(model))
+    if training_args.length_bucket_size:
+        bucket_by_length(transformer.auto_model, training_args.length_bucket_size)
     return model
 
 
