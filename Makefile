@@ -216,7 +216,10 @@ bench: install $(EEDI_MODEL)/train_results.json $(RERANKER_MODEL)/train_results.
 		--eedi_model $(EEDI_MODEL) --eedi_csv $(DEMO_DIR)/eedi/fold0.csv \
 		--misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv --output bench/results/int8_variants.json
 	$(MAKE) --no-print-directory $(DEMO_DIR)/map/dataset_dict.json && HF_HUB_OFFLINE=1 $(PY) bench/train_speed.py \
-		--map_dataset $(DEMO_DIR)/map --eedi_dataset $(DEMO_DIR)/eedi --steps 30 --output bench/results/train_speed.json
+		--map_dataset $(DEMO_DIR)/map --eedi_dataset $(DEMO_DIR)/eedi --steps 20 --work_dir $(DEMO_DIR)/train-speed \
+		--variant "bf16=--cpu_bf16 true" --variant "bucket8=--length_bucket_size 8" \
+		--variant "bf16+bucket8=--cpu_bf16 true --length_bucket_size 8" --output bench/results/train_speed_levers.json
+	HF_HUB_OFFLINE=1 $(PY) bench/compile_step.py --output bench/results/compile_step.json
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

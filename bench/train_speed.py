@@ -23,8 +23,9 @@ each lever is a ratio against a baseline taken on the same machine minutes apart
 with the figures. The cross-encoder trains on candidates of the packaged all-MiniLM-L6-v2
 (zero-shot, made once) from that model: the same architecture and shapes as the recipe's start, the retriever.
 
-    python bench/train_speed.py --map_dataset data/demo/map --eedi_dataset data/demo/eedi --steps 30 \\
-        --output bench/results/train_speed.json
+    python bench/train_speed.py --map_dataset data/demo/map --eedi_dataset data/demo/eedi --steps 20 \\
+        --variant "bf16=--cpu_bf16 true" --variant "bucket8=--length_bucket_size 8" \\
+        --output bench/results/train_speed_levers.json
     python bench/train_speed.py ... --only classifier --variant "mpnet=--model_name_or_path builtin:all-mpnet-base-v2"
 """
 
