@@ -119,9 +119,7 @@ def main(argv=None) -> dict:
     launch = [str(Path(sys.executable).with_name("accelerate")), "launch", "--num_processes", "1",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
               "--num_cpu_threads_per_process", str(os.cpu_count())]  # fmt: skip
-    variants = {"baseline": None, "recipe": []} | {
-        v.split("=", 1)[0]: shlex.split(v.split("=", 1)[1]) for v in args.variant
-    }
+    extra = {v.split("=", 1)[0]: shlex.split(v.split("=", 1)[1]) for v in args.variant}
     results: dict = {"command": shlex.join(["python", "bench/train_speed.py", *(argv or sys.argv[1:])]),
                      "cpu": cpu_info(), "steps": args.steps, "runs": {}}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,8 +128,7 @@ def main(argv=None) -> dict:
         candidates = zero_shot_candidates(Path(args.eedi_dataset), work) if "cross-encoder" in args.only else None
         for name in args.only:
             script, recipe = RECIPES[name]
-            for variant, extra in variants.items():
-                flags = LEVERS_OFF[name] if extra is None else extra
+            for variant, flags in ({"baseline": LEVERS_OFF[name], "recipe": []} | extra).items():
                 out = Path(tmp) / f"{name}-{variant}"
                 wall = run([*launch, script, "--config", recipe, *recipe_flags(name, args, candidates), *flags,
                             "--output_dir", str(out)])  # fmt: skip

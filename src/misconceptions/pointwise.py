@@ -112,7 +112,7 @@ def build_cross_encoder(model_args, training_args):
             language="en", license="apache-2.0", model_name=f"{Path(training_args.output_dir).name}: Eedi reranker"
         ),
     )
-    if getattr(training_args, "length_bucket_size", 0):
+    if training_args.length_bucket_size:
         bucket_by_length(model[0].auto_model, training_args.length_bucket_size)
     return model
 

@@ -23,15 +23,12 @@
 """
 
 import functools
-import logging
 
 import torch
 from torch import nn
 
 from .profiling import cpu_info
 
-
-logger = logging.getLogger(__name__)
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # The outputs whose first dimension is the batch (and, for last_hidden_state, second the sequence) that bucketing
@@ -88,8 +85,7 @@ def _bucketed_forward(forward, input_ids, attention_mask, kwargs, chunk_size):
         parts.append(
             forward(input_ids=input_ids[rows, :cut], attention_mask=attention_mask[rows, :cut], **chunk_kwargs)
         )
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(batch, device=order.device)
+    inverse = torch.argsort(order)  # where each row of the batch went
     merged = parts[0].__class__()
     for key in parts[0]:
         values = [part[key] for part in parts]
