@@ -12,8 +12,9 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """Eedi reranking on one held-out fold, in one run: the retriever alone, + the pointwise reranker, + the listwise
-reranker (each with its saved blend weight; the cross-encoder also alone), scored by MAP@25 and recall@25, seen and unseen
-misconceptions apart, with wall time per 1,000 queries. The candidates are the retriever's, computed here.
+reranker (each with its saved blend weight; the cross-encoder also alone, and with rerank_scope "seen"), scored by
+MAP@25 and recall@25, seen and unseen misconceptions apart, with wall time per 1,000 queries. The candidates are the
+retriever's, computed here.
 
 Usage:
 
@@ -32,7 +33,7 @@ import torch
 from misconceptions import write_json
 from misconceptions.eedi import dataset_rows, load_eedi_dataset
 from misconceptions.pointwise import orders_from_logprobs, pointwise_logprobs
-from misconceptions.rerank import apply_orders, rerank_frame, rerank_metrics
+from misconceptions.rerank import apply_orders, keep_unseen_in_place, rerank_frame, rerank_metrics
 from misconceptions.rerank_model import load_reranker
 from misconceptions.retrieval import retrieve_candidates
 
@@ -102,6 +103,11 @@ def main(argv=None) -> dict:
                 )
                 for label, w in variants.items()
             }
+            # rerank_scope "seen": the same scores, moving only the misconceptions the reranker was trained on
+            variants[f"{kind}_seen_only"] = weight
+            orders = orders_from_logprobs(logprobs, scores, weight, scale)
+            kept = keep_unseen_in_place(candidates["candidate_ids"], orders, settings.seen_misconception_ids)
+            ranked_by[f"{kind}_seen_only"] = apply_orders(candidates["candidate_ids"], kept, top_k)
             even = np.arange(n) % 2 == 0
             sweep = {}
             for w in (float(x) for x in args.blend_sweep.split(",") if x):

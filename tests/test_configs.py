@@ -202,3 +202,10 @@ def test_pipeline_recipes_parse_and_name_existing_recipes(recipe):
         if getattr(config, key):
             assert (REPO / getattr(config, key)).is_file(), key
     assert (REPO / config.accelerate_config).is_file() and plan(config)
+
+
+def test_an_unknown_rerank_scope_fails_naming_the_choices():
+    from misconceptions.configs import RerankerConfig
+
+    with pytest.raises(ValueError, match=r"rerank_scope must be one of \('all', 'seen'\), got 'unseen'"):
+        RerankerConfig(output_dir="out", use_cpu=True, rerank_scope="unseen")

@@ -23,6 +23,7 @@ from datasets import load_from_disk
 
 from misconceptions import InputError, resolve_model_path
 from misconceptions.candidates import attach_folds, read_candidates
+from misconceptions.rerank import apply_orders, keep_unseen_in_place
 from misconceptions.rerank_model import RERANKER_META
 
 from .conftest import REPO, run_script
@@ -92,6 +93,22 @@ def test_missing_column_and_path_fail(tmp_path):
         read_candidates(str(tmp_path / "missing"))
 
 
+def test_seen_scope_moves_only_the_seen_candidates():
+    ids = [[10, 11, 12, 13, 14, 15]]
+    seen = [11, 13, 14]
+    reverse = [np.arange(5, -1, -1)]  # the reranker's order: 15, 14, 13, 12, 11, 10
+    assert apply_orders(ids, reverse, 6).tolist() == [[15, 14, 13, 12, 11, 10]]
+    kept = keep_unseen_in_place(ids, reverse, seen)
+    # 10, 12 and 15 hold positions 0, 2 and 5; the seen ones fill positions 1, 3, 4 in the reranker's order
+    assert apply_orders(ids, kept, 6).tolist() == [[10, 14, 12, 13, 11, 15]]
+    # nothing seen: the retriever's order; everything seen: the reranker's
+    assert apply_orders(ids, keep_unseen_in_place(ids, reverse, []), 6).tolist() == [ids[0]]
+    assert apply_orders(ids, keep_unseen_in_place(ids, reverse, ids[0]), 6).tolist() == [[15, 14, 13, 12, 11, 10]]
+    # only the reranked top k is touched; the rest follows in the retriever's order
+    top3 = [np.array([2, 1, 0])]
+    assert apply_orders(ids, keep_unseen_in_place(ids, top3, [10, 12]), 3).tolist() == [[12, 11, 10, 13, 14, 15]]
+
+
 # --- scripts end to end ---------------------------------------------------------------------------------------------
 def test_pointwise_trains_and_reranks_the_held_out_fold(pointwise_run, eedi, tmp_path):
     out = pointwise_run
@@ -131,6 +148,22 @@ def test_pointwise_trains_and_reranks_the_held_out_fold(pointwise_run, eedi, tmp
     }
     for key, ids in zip(sub["QuestionId_Answer"], sub["MisconceptionId"], strict=True):
         assert {int(i) for i in ids.split()} == retrieved[key]
+    # --rerank_scope seen: a misconception the reranker was never trained on keeps the retriever's position, so
+    # the unseen rows score as retrieved
+    run_script("scripts/rerank.py", "--model", str(out), "--candidates", str(held_out), "--rerank_scope", "seen",
+               "--output_csv", str(tmp_path / "seen.csv"), "--misconceptions_csv", str(eedi["mapping"]))  # fmt: skip
+    scoped = json.loads((tmp_path / "seen_metrics.json").read_text())
+    assert scoped["unseen_rows"] > 0 and scoped["unseen_reranked_map@25"] == scoped["unseen_retriever_map@25"]
+    seen = set(meta["seen_misconception_ids"])
+    top25 = {
+        key: list(ids[:25])
+        for key, ids in zip(candidates["QuestionId_Answer"], candidates["candidate_ids"], strict=True)
+    }
+    scoped_sub = pd.read_csv(tmp_path / "seen.csv", dtype=str)
+    for key, ids in zip(scoped_sub["QuestionId_Answer"], scoped_sub["MisconceptionId"], strict=True):
+        ranked, retrieved_order = [int(i) for i in ids.split()], top25[key]
+        assert sorted(ranked) == sorted(retrieved_order)
+        assert all(ranked[p] == c for p, c in enumerate(retrieved_order) if c not in seen)
 
 
 def test_predict_eedi_runs_the_whole_pipeline(pointwise_run, eedi, tmp_path):

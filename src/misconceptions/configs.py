@@ -31,6 +31,7 @@ from transformers import TrainingArguments
 
 LABEL_TARGETS = ("label", "suffix")
 RERANKER_TYPES = ("listwise", "pointwise")
+RERANK_SCOPES = ("all", "seen")
 # The Eedi reference solution's task description and prompt format ("Instruct: {task}\nQuery: {query}"), verbatim:
 # the retriever's default query prompt.
 EEDI_INSTRUCTION = (
@@ -405,6 +406,14 @@ class RerankerConfig(
         default=0.0,
         metadata={"help": "Final score: (1 - w) * reranker log-prob + w * retriever log-prob (0: reranker only)."},
     )
+    rerank_scope: str = field(
+        default="all",
+        metadata={
+            "help": "Which candidates the reranker moves: 'all', or 'seen' (only the misconceptions it was trained "
+            "on; every other candidate keeps the retriever's position).",
+            "choices": list(RERANK_SCOPES),
+        },
+    )
     final_eval: bool = field(
         default=True, metadata={"help": "Rerank the held-out fold after training (MAP@25 before and after)."}
     )
@@ -417,6 +426,8 @@ class RerankerConfig(
             raise ValueError(f"reranker_type must be one of {RERANKER_TYPES}, got '{self.reranker_type}'")
         if not 0.0 <= self.blend_weight <= 1.0:
             raise ValueError(f"blend_weight must be between 0 and 1, got {self.blend_weight}")
+        if self.rerank_scope not in RERANK_SCOPES:
+            raise ValueError(f"rerank_scope must be one of {RERANK_SCOPES}, got '{self.rerank_scope}'")
         if self.num_candidates < 2 or self.num_candidates > 26:
             raise ValueError(f"num_candidates must be between 2 and 26 (lettered A-Z), got {self.num_candidates}")
         if self.window < 2 or self.window > 26 or not 1 <= self.stride <= self.window:

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .candidates import submission_frame
+from .configs import RERANK_SCOPES
 from .errors import InputError
 from .io_utils import atomic_path, write_json
 from .listwise import rerank_listwise
@@ -51,14 +52,22 @@ def rerank_frame(
     stride: int | None = None,
     blend_weight: float | None = None,
     batch_size: int | None = None,
+    rerank_scope: str | None = None,
 ) -> np.ndarray:
     """Reranked candidate ids per row: the top `top_k` reordered, the rest after them in the retriever's order.
+    With `rerank_scope` "seen", only the misconceptions the reranker was trained on move (`keep_unseen_in_place`).
 
     Settings default to those saved with the reranker.
     """
     settings = reranker.settings
     top_k = top_k or settings.rerank_top_k
     blend_weight = settings.blend_weight if blend_weight is None else blend_weight
+    rerank_scope = rerank_scope or settings.rerank_scope
+    if rerank_scope == "seen" and settings.seen_misconception_ids is None:
+        raise InputError(
+            f"rerank_scope 'seen' needs the reranker's training misconceptions (seen_misconception_ids in "
+            f"{type(settings).FILE}); this reranker has none saved: use rerank_scope 'all'"
+        )
     scale = settings.retriever_scale
     names = [list(n[:top_k]) for n in frame["candidate_names"]]
     scores = [np.asarray(s[:top_k]) for s in frame["candidate_scores"]]
@@ -77,7 +86,28 @@ def rerank_frame(
         )
     else:
         orders = rerank_pointwise(reranker, queries, names, scores, blend_weight, scale, batch_size or 64)
+    if rerank_scope == "seen":
+        orders = keep_unseen_in_place(frame["candidate_ids"], orders, settings.seen_misconception_ids)
     return apply_orders(frame["candidate_ids"], orders, top_k)
+
+
+def keep_unseen_in_place(
+    candidate_ids: Sequence[Sequence[int]], orders: Sequence[np.ndarray], seen: Sequence[int]
+) -> list[np.ndarray]:
+    """The orders changed so that only the candidates in `seen` move: every other candidate keeps its retrieved
+    position, and the seen ones fill the positions seen ones held, in the reranker's order.
+
+    A reranker trained on some misconceptions learns to prefer them; one it never saw keeps the retriever's rank.
+    """
+    seen_ids = np.asarray(sorted(seen), dtype=np.int64)
+    kept = []
+    for ids, order in zip(candidate_ids, orders, strict=True):
+        order = np.asarray(order)
+        is_seen = np.isin(np.asarray(ids[: len(order)], dtype=np.int64), seen_ids)
+        new = np.arange(len(order))
+        new[is_seen] = order[is_seen[order]]
+        kept.append(new)
+    return kept
 
 
 def apply_orders(candidate_ids: Sequence[Sequence[int]], orders: Sequence[np.ndarray], top_k: int) -> np.ndarray:
@@ -186,6 +216,13 @@ def add_rerank_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--blend_weight", type=float, default=None, help="weight of the retriever's score, 0-1 (default: saved)"
     )
+    parser.add_argument(
+        "--rerank_scope",
+        choices=RERANK_SCOPES,
+        default=None,
+        help="'seen': move only the misconceptions the reranker was trained on, the others keep the retriever's "
+        "position; 'all': move every candidate (default: saved)",
+    )
     parser.add_argument("--batch_size", type=int, default=None, help="prompts or pairs per forward pass")
 
 
@@ -261,6 +298,7 @@ def rerank_and_write(
                 stride=args.stride,
                 blend_weight=args.blend_weight,
                 batch_size=args.batch_size,
+                rerank_scope=args.rerank_scope,
             )
         )
         seen_lists.append(model.settings.seen_misconception_ids)

@@ -164,6 +164,7 @@ class RerankerSettings(RunSettings):
     window: int = 20
     stride: int = 10
     blend_weight: float = 0.0
+    rerank_scope: str = "all"
     retriever_scale: float = 20.0
     train_rows: int = 0
     seen_misconception_ids: list[int] | None = None
