@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """Eedi reranking on one held-out fold, in one run: the retriever alone, + the pointwise reranker, + the listwise
-reranker (each with its saved blend weight; the cross-encoder also alone, and with rerank_scope "seen"), scored by
+reranker (each with its saved blend weight; the cross-encoder also alone, with rerank_scope "seen", and with
+`--compare_bf16` the same under bf16 autocast), scored by
 MAP@25 and recall@25, seen and unseen misconceptions apart, with wall time per 1,000 queries. The candidates are the
 retriever's, computed here.
 
@@ -42,7 +43,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="data/demo/eedi", help="folder written by data_builders/build_eedi.py")
     parser.add_argument("--fold", type=int, default=0, help="held-out fold (default 0)")
-    parser.add_argument("--retriever", required=True, help="train_retriever.py folder (trained without this fold)")
+    parser.add_argument(
+        "--retriever",
+        nargs="+",
+        required=True,
+        help="train_retriever.py folder (trained without this fold); several combine by mean cosine (retrieve.py's)",
+    )
     parser.add_argument("--pointwise", default=None, help="train_reranker.py folder, reranker_type pointwise")
     parser.add_argument("--listwise", default=None, help="train_reranker.py folder, reranker_type listwise")
     parser.add_argument("--max_rows", type=int, default=None, help="score only the first N held-out rows")
@@ -51,8 +57,51 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="0.1,0.2,0.3,0.4,0.5,0.7",
         help="pointwise blend weights also reported, on all rows and on the even/odd halves (how 0.3 was chosen)",
     )
+    parser.add_argument(
+        "--compare_bf16",
+        action="store_true",
+        help="also score with the cross-encoder under bf16 autocast (rows named pointwise_bf16*), for its speed and MAP",
+    )
     parser.add_argument("--output", default="bench/results/eedi_rerank.json", help="where the JSON is written")
     return parser.parse_args(argv)
+
+
+def blend_sweep(candidates, logprobs, scores, args, top_k: int, scale: float) -> dict:
+    """MAP@25 of the pointwise scores at each blend weight of `--blend_sweep`, on all rows and on the even/odd halves."""
+    n = len(candidates)
+    even = np.arange(n) % 2 == 0
+    sweep = {}
+    for w in (float(x) for x in args.blend_sweep.split(",") if x):
+        ranked = apply_orders(candidates["candidate_ids"], orders_from_logprobs(logprobs, scores, w, scale), top_k)
+        sweep[str(w)] = {
+            part: rerank_metrics(candidates[mask].reset_index(drop=True), ranked[mask])["reranked_map@25"]
+            for part, mask in (("all", np.ones(n, dtype=bool)), ("even", even), ("odd", ~even))
+        }
+    print("blend sweep (MAP@25 all/even/odd):", {w: [round(v, 4) for v in d.values()] for w, d in sweep.items()})
+    return sweep
+
+
+def report(results: dict, candidates, seen, settings, folder: str, ranked_by: dict, variants: dict, seconds: float):
+    """Score each ordering in `ranked_by` into `results` and print it; `seconds` is the scoring time they share."""
+    n = len(candidates)
+    for label, ranked in ranked_by.items():
+        metrics = rerank_metrics(candidates, ranked, seen)
+        results[label] = {
+            "model": folder,
+            "blend_weight": variants[label],
+            "rerank_top_k": settings.rerank_top_k,
+            "window": settings.window if settings.reranker_type == "listwise" else None,
+            "stride": settings.stride if settings.reranker_type == "listwise" else None,
+            **{k.replace("reranked_", ""): v for k, v in metrics.items() if "retriever" not in k},
+            "gain_map@25": metrics["reranked_map@25"] - metrics["retriever_map@25"],
+            "seconds_per_1000_queries": 1000 * seconds / n,
+        }
+        print(
+            f"{label} (blend {variants[label]}): MAP@25 {metrics['reranked_map@25']:.4f} "
+            f"({metrics['reranked_map@25'] - metrics['retriever_map@25']:+.4f}), recall@25 "
+            f"{metrics['reranked_recall@25']:.4f}; seen {metrics['seen_reranked_map@25']:.4f}, unseen "
+            f"{metrics['unseen_reranked_map@25']:.4f}; {1000 * seconds / n:.1f} s per 1,000 queries"
+        )
 
 
 def main(argv=None) -> dict:
@@ -89,61 +138,35 @@ def main(argv=None) -> dict:
         reranker = load_reranker(folder)
         settings = reranker.settings
         top_k, weight, scale = settings.rerank_top_k, settings.blend_weight, settings.retriever_scale
-        started = time.perf_counter()
-        if kind == "pointwise":
-            # One scoring pass; the saved blend and the cross-encoder alone are two orderings of the same scores.
-            names = [list(n[:top_k]) for n in candidates["candidate_names"]]
-            scores = [np.asarray(s[:top_k]) for s in candidates["candidate_scores"]]
-            logprobs = pointwise_logprobs(reranker, candidates["query"].tolist(), names)
+        if kind == "listwise":
+            started = time.perf_counter()
+            ranked_by = {kind: rerank_frame(reranker, candidates)}
+            report(
+                results, candidates, seen, settings, folder, ranked_by, {kind: weight}, time.perf_counter() - started
+            )
+            continue
+        # One scoring pass per precision; the saved blend, the cross-encoder alone and the seen scope are orderings
+        # of the same scores.
+        names = [list(n[:top_k]) for n in candidates["candidate_names"]]
+        scores = [np.asarray(s[:top_k]) for s in candidates["candidate_scores"]]
+        for precision in ("fp32", "bf16") if args.compare_bf16 else ("fp32",):
+            started = time.perf_counter()
+            logprobs = pointwise_logprobs(reranker, candidates["query"].tolist(), names, bf16=precision == "bf16")
             seconds = time.perf_counter() - started
-            variants = {kind: weight, f"{kind}_reranker_only": 0.0}
-            ranked_by = {
-                label: apply_orders(
-                    candidates["candidate_ids"], orders_from_logprobs(logprobs, scores, w, scale), top_k
-                )
-                for label, w in variants.items()
-            }
-            # rerank_scope "seen": the same scores, moving only the misconceptions the reranker was trained on
-            variants[f"{kind}_seen_only"] = weight
+            label = kind if precision == "fp32" else f"{kind}_bf16"
             orders = orders_from_logprobs(logprobs, scores, weight, scale)
             kept = keep_unseen_in_place(candidates["candidate_ids"], orders, settings.seen_misconception_ids)
-            ranked_by[f"{kind}_seen_only"] = apply_orders(candidates["candidate_ids"], kept, top_k)
-            even = np.arange(n) % 2 == 0
-            sweep = {}
-            for w in (float(x) for x in args.blend_sweep.split(",") if x):
-                ranked = apply_orders(
-                    candidates["candidate_ids"], orders_from_logprobs(logprobs, scores, w, scale), top_k
-                )
-                sweep[str(w)] = {
-                    part: rerank_metrics(candidates[mask].reset_index(drop=True), ranked[mask])["reranked_map@25"]
-                    for part, mask in (("all", np.ones(n, dtype=bool)), ("even", even), ("odd", ~even))
-                }
-            results[f"{kind}_blend_sweep_map@25"] = sweep
-            print(
-                "blend sweep (MAP@25 all/even/odd):", {w: [round(v, 4) for v in d.values()] for w, d in sweep.items()}
-            )
-        else:
-            ranked_by = {kind: rerank_frame(reranker, candidates)}
-            seconds = time.perf_counter() - started
-            variants = {kind: weight}
-        for label, ranked in ranked_by.items():
-            metrics = rerank_metrics(candidates, ranked, seen)
-            results[label] = {
-                "model": folder,
-                "blend_weight": variants[label],
-                "rerank_top_k": top_k,
-                "window": settings.window if kind == "listwise" else None,
-                "stride": settings.stride if kind == "listwise" else None,
-                **{k.replace("reranked_", ""): v for k, v in metrics.items() if "retriever" not in k},
-                "gain_map@25": metrics["reranked_map@25"] - metrics["retriever_map@25"],
-                "seconds_per_1000_queries": 1000 * seconds / n,
+            alone = orders_from_logprobs(logprobs, scores, 0.0, scale)
+            ranked_by = {
+                label: apply_orders(candidates["candidate_ids"], orders, top_k),
+                f"{label}_reranker_only": apply_orders(candidates["candidate_ids"], alone, top_k),
+                # rerank_scope "seen": only the misconceptions the reranker was trained on move
+                f"{label}_seen_only": apply_orders(candidates["candidate_ids"], kept, top_k),
             }
-            print(
-                f"{label} (blend {variants[label]}): MAP@25 {metrics['reranked_map@25']:.4f} "
-                f"({metrics['reranked_map@25'] - metrics['retriever_map@25']:+.4f}), recall@25 "
-                f"{metrics['reranked_recall@25']:.4f}; seen {metrics['seen_reranked_map@25']:.4f}, unseen "
-                f"{metrics['unseen_reranked_map@25']:.4f}; {1000 * seconds / n:.1f} s per 1,000 queries"
-            )
+            variants = {label: weight, f"{label}_reranker_only": 0.0, f"{label}_seen_only": weight}
+            report(results, candidates, seen, settings, folder, ranked_by, variants, seconds)
+            if precision == "fp32":
+                results[f"{kind}_blend_sweep_map@25"] = blend_sweep(candidates, logprobs, scores, args, top_k, scale)
     write_json(args.output, results)
     print(f"Wrote {args.output}")
     return results

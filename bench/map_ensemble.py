@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
             or settings.text_template != first.settings.text_template
         ):
             raise SystemExit(f"{folder}: another label space or text template than {args.model_dir[0]}")
-        texts = texts_for(val, settings.text_template)
+        texts = texts_for(val, settings.text_template)  # the same for every folder (checked above)
         started = time.perf_counter()
         parts[f"{folder} transformer"] = classifier.predict_probs(texts, 256)
         parts[f"{folder} tfidf"] = tfidf_probs(classifier.tfidf, texts, settings.model_labels)
@@ -87,13 +87,7 @@ def main(argv=None) -> dict:
         w = settings.tfidf_weight
         parts[f"{folder} saved blend ({w})"] = (1 - w) * parts[f"{folder} transformer"] + w * parts[f"{folder} tfidf"]
     settings = first.settings
-    ranker = LabelRanker(
-        model_labels=settings.model_labels,
-        final_labels=settings.labels,
-        questions=settings.questions,
-        restrict_labels=settings.restrict_labels,
-        derive_prefix=settings.derive_prefix,
-    )
+    ranker = LabelRanker.from_settings(settings)
     questions, answers = val["QuestionId"].astype(str).tolist(), val["MC_Answer"].tolist()
 
     def map3(probs: np.ndarray) -> float:
@@ -107,9 +101,8 @@ def main(argv=None) -> dict:
     train_texts = texts_for(train, settings.text_template)
     train_labels = [label_suffix(label) if settings.label_target == "suffix" else label for label in train["label"]]
     features = first.tfidf.named_steps["features"]
-    val_texts = texts_for(val, settings.text_template)
     for k in (int(x) for x in args.knn_k.split(",") if x):
-        knn = knn_probs(features, train_texts, train_labels, val_texts, settings.model_labels, k)
+        knn = knn_probs(features, train_texts, train_labels, texts, settings.model_labels, k)
         parts[f"kNN votes (k={k})"] = knn
         parts[f"transformers + tfidf + kNN k={k} (equal thirds)"] = (np.mean(transformers, axis=0) + tfidf + knn) / 3
     results["map@3"] = {name: map3(probs) for name, probs in parts.items()}

@@ -94,6 +94,7 @@ def train(script_args: ScriptArguments, training_args: RerankerConfig, model_arg
         stride=training_args.stride,
         blend_weight=training_args.blend_weight,
         rerank_scope=training_args.rerank_scope,
+        cpu_bf16=training_args.cpu_bf16,
         retriever_scale=retriever_settings(training_args.candidates).loss_scale,
         train_rows=len(train_df),
         seen_misconception_ids=seen_misconception_ids(train_df),

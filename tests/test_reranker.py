@@ -23,8 +23,9 @@ from datasets import load_from_disk
 
 from misconceptions import InputError, resolve_model_path
 from misconceptions.candidates import attach_folds, read_candidates
+from misconceptions.pointwise import pointwise_logprobs
 from misconceptions.rerank import apply_orders, keep_unseen_in_place
-from misconceptions.rerank_model import RERANKER_META
+from misconceptions.rerank_model import RERANKER_META, load_reranker
 
 from .conftest import REPO, run_script
 
@@ -116,6 +117,7 @@ def test_pointwise_trains_and_reranks_the_held_out_fold(pointwise_run, eedi, tmp
         assert (out / name).is_file(), name
     meta = json.loads((out / RERANKER_META).read_text())
     assert meta["reranker_type"] == "pointwise" and meta["blend_weight"] == 0.3
+    assert meta["cpu_bf16"] == "auto"  # the recipe's choice, read again by rerank.py (and by the evaluation below)
     assert meta["retriever_scale"] == 12.5  # the candidates' retriever's loss scale, from its saved settings
     results = json.loads((out / "eval_results.json").read_text())
     train = load_from_disk(str(eedi["dataset"]))["train"].to_pandas()
@@ -166,6 +168,20 @@ def test_pointwise_trains_and_reranks_the_held_out_fold(pointwise_run, eedi, tmp
         assert all(ranked[p] == c for p, c in enumerate(retrieved_order) if c not in seen)
 
 
+def test_bf16_scoring_is_close_to_fp32_and_really_bf16(pointwise_run, eedi):
+    """The cross-encoder under bf16 autocast gives nearly the fp32 log-probabilities, but not the same ones (the
+    autocast is really applied), as float64 like fp32's."""
+    reranker = load_reranker(str(pointwise_run))
+    frame = load_from_disk(str(eedi["candidates"])).to_pandas().head(6)
+    names = [list(n[:10]) for n in frame["candidate_names"]]
+    fp32 = pointwise_logprobs(reranker, frame["query"].tolist(), names)
+    bf16 = pointwise_logprobs(reranker, frame["query"].tolist(), names, bf16=True)
+    for a, b in zip(fp32, bf16, strict=True):
+        assert b.dtype == np.float64 and a.shape == b.shape == (10,)
+        np.testing.assert_allclose(a, b, atol=0.1)
+    assert any(not np.array_equal(a, b) for a, b in zip(fp32, bf16, strict=True))
+
+
 def test_predict_eedi_runs_the_whole_pipeline(pointwise_run, eedi, tmp_path):
     proc = run_script(
         "scripts/predict_eedi.py",
@@ -198,6 +214,7 @@ def test_predict_eedi_runs_the_whole_pipeline(pointwise_run, eedi, tmp_path):
         (["--blend_weight", "2"], "--blend_weight must be between 0 and 1"),
         (["--model", "no/such-reranker-here"], "no/such-reranker-here"),
         (["--candidates", "no-such-candidates"], "no-such-candidates"),
+        (["--cpu_bf16", "maybe"], "--cpu_bf16: invalid choice: 'maybe'"),
     ],
 )
 def test_rerank_bad_input_exits_cleanly_and_writes_nothing(pointwise_run, eedi, tmp_path, args, needle):

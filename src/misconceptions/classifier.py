@@ -150,6 +150,19 @@ class LabelRanker:
         self._prefix = np.array([label_prefix(f) for f in self.final_labels])
         self._suffix = np.array([label_suffix(f) for f in self.final_labels])
 
+    @classmethod
+    def from_settings(
+        cls, settings: ClassifierSettings, restrict_labels: bool | None = None, derive_prefix: bool | None = None
+    ) -> "LabelRanker":
+        """The ranker a trained classifier saved (its labels, questions and options); an option given here wins."""
+        return cls(
+            model_labels=settings.model_labels,
+            final_labels=settings.labels,
+            questions=settings.questions,
+            restrict_labels=settings.restrict_labels if restrict_labels is None else restrict_labels,
+            derive_prefix=settings.derive_prefix if derive_prefix is None else derive_prefix,
+        )
+
     def allowed(self, question_id: str, answer: str) -> tuple[np.ndarray, bool]:
         """Mask of final labels allowed for one row (all where the question is unknown), and whether the prefix
         was derived."""
@@ -264,13 +277,7 @@ def rank_dataframe(
     With `return_scores`, also the blended probability behind each ranked label (see `LabelRanker.rank`).
     """
     settings = classifier.settings
-    ranker = LabelRanker(
-        model_labels=settings.model_labels,
-        final_labels=settings.labels,
-        questions=settings.questions,
-        restrict_labels=settings.restrict_labels if restrict_labels is None else restrict_labels,
-        derive_prefix=settings.derive_prefix if derive_prefix is None else derive_prefix,
-    )
+    ranker = LabelRanker.from_settings(settings, restrict_labels, derive_prefix)
     texts = texts_for(df, settings.text_template)
     probs = classifier.predict_probs(texts, batch_size)
     if classifier.tfidf is not None:

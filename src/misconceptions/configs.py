@@ -134,14 +134,12 @@ class SpeedOptions:
     )
 
     def __post_init__(self):
-        from .speed import native_bf16  # here, not at module level: configs is a leaf of the package
+        from .speed import use_cpu_bf16  # here, not at module level: configs is a leaf of the package
 
-        choice = str(self.cpu_bf16).lower()
-        if choice not in CPU_BF16_CHOICES:
-            raise ValueError(f"cpu_bf16 must be one of {CPU_BF16_CHOICES}, got '{self.cpu_bf16}'")
+        wanted = use_cpu_bf16(self.cpu_bf16)  # a bad choice fails here, on any machine
         if self.use_cpu and not (self.bf16 or self.fp16):
             # bf16 unset or false: the CPU decides (TRL's SFTConfig would otherwise turn an unset bf16 on everywhere)
-            self.bf16 = choice == "true" or (choice == "auto" and native_bf16())
+            self.bf16 = wanted
         super().__post_init__()
 
 

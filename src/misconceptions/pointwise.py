@@ -60,13 +60,19 @@ def pointwise_training_rows(frame: pd.DataFrame, names: dict[int, str], num_nega
 
 
 def pointwise_logprobs(
-    reranker: Reranker, queries: Sequence[str], candidate_names: Sequence[Sequence[str]], batch_size: int = 64
+    reranker: Reranker,
+    queries: Sequence[str],
+    candidate_names: Sequence[Sequence[str]],
+    batch_size: int = 64,
+    bf16: bool = False,
 ) -> list[np.ndarray]:
-    """The cross-encoder's logits for every (query, candidate) pair, log-softmaxed over each query's candidates."""
+    """The cross-encoder's logits for every (query, candidate) pair, log-softmaxed over each query's candidates.
+    `bf16`: bf16 autocast on the CPU (weights stay fp32; the logits come back as float32)."""
     pairs = [(q, name) for q, names in zip(queries, candidate_names, strict=True) for name in names]
-    logits = reranker.model.predict(
-        pairs, batch_size=batch_size, activation_fn=torch.nn.Identity(), show_progress_bar=True
-    )
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = reranker.model.predict(
+            pairs, batch_size=batch_size, activation_fn=torch.nn.Identity(), show_progress_bar=True
+        )
     logits = np.asarray(logits, dtype=np.float64).reshape(-1)
     bounds = np.cumsum([0, *(len(names) for names in candidate_names)])
     return [log_softmax(logits[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
@@ -90,9 +96,10 @@ def rerank_pointwise(
     blend_weight: float = 0.0,
     retriever_scale: float = 20.0,
     batch_size: int = 64,
+    bf16: bool = False,
 ) -> list[np.ndarray]:
     """New order of each candidate list by the cross-encoder (log-softmaxed per query, then blended)."""
-    logprobs = pointwise_logprobs(reranker, queries, candidate_names, batch_size)
+    logprobs = pointwise_logprobs(reranker, queries, candidate_names, batch_size, bf16)
     return orders_from_logprobs(logprobs, retriever_scores, blend_weight, retriever_scale)
 
 

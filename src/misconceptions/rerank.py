@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .candidates import submission_frame
-from .configs import RERANK_SCOPES
+from .configs import CPU_BF16_CHOICES, RERANK_SCOPES
 from .errors import InputError
 from .io_utils import atomic_path, write_json
 from .listwise import rerank_listwise
@@ -38,6 +38,7 @@ from .pointwise import rerank_pointwise
 from .rerank_model import Reranker, load_reranker
 from .retrieval import retrieval_metrics
 from .settings import union_of_seen
+from .speed import use_cpu_bf16
 from .training import RunCard, finalize_run
 
 
@@ -53,9 +54,11 @@ def rerank_frame(
     blend_weight: float | None = None,
     batch_size: int | None = None,
     rerank_scope: str | None = None,
+    cpu_bf16: str | None = None,
 ) -> np.ndarray:
     """Reranked candidate ids per row: the top `top_k` reordered, the rest after them in the retriever's order.
     With `rerank_scope` "seen", only the misconceptions the reranker was trained on move (`keep_unseen_in_place`).
+    `cpu_bf16` ('auto', 'true', 'false'): whether the cross-encoder scores under bf16 autocast (`speed.use_cpu_bf16`).
 
     Settings default to those saved with the reranker.
     """
@@ -85,7 +88,8 @@ def rerank_frame(
             batch_size=batch_size or 8,
         )
     else:
-        orders = rerank_pointwise(reranker, queries, names, scores, blend_weight, scale, batch_size or 64)
+        bf16 = use_cpu_bf16(cpu_bf16 or settings.cpu_bf16)
+        orders = rerank_pointwise(reranker, queries, names, scores, blend_weight, scale, batch_size or 64, bf16)
     if rerank_scope == "seen":
         orders = keep_unseen_in_place(frame["candidate_ids"], orders, settings.seen_misconception_ids)
     return apply_orders(frame["candidate_ids"], orders, top_k)
@@ -224,6 +228,13 @@ def add_rerank_arguments(parser: argparse.ArgumentParser) -> None:
         "position; 'all': move every candidate (default: saved)",
     )
     parser.add_argument("--batch_size", type=int, default=None, help="prompts or pairs per forward pass")
+    parser.add_argument(
+        "--cpu_bf16",
+        choices=CPU_BF16_CHOICES,
+        default=None,
+        help="pointwise, on the CPU: score under bf16 autocast. 'auto': where the CPU computes bf16 natively "
+        "(AVX512-BF16 or AMX), fp32 elsewhere; 'true'; 'false' (default: saved, the recipe's cpu_bf16)",
+    )
 
 
 def check_rerank_arguments(args: argparse.Namespace) -> None:
@@ -299,6 +310,7 @@ def rerank_and_write(
                 blend_weight=args.blend_weight,
                 batch_size=args.batch_size,
                 rerank_scope=args.rerank_scope,
+                cpu_bf16=args.cpu_bf16,
             )
         )
         seen_lists.append(model.settings.seen_misconception_ids)

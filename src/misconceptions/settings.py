@@ -165,6 +165,7 @@ class RerankerSettings(RunSettings):
     stride: int = 10
     blend_weight: float = 0.0
     rerank_scope: str = "all"
+    cpu_bf16: str = "false"  # the recipe's choice, read again where it scores (older folders: fp32)
     retriever_scale: float = 20.0
     train_rows: int = 0
     seen_misconception_ids: list[int] | None = None

@@ -15,7 +15,7 @@
 
 - `native_bf16()`: whether the CPU computes bf16 MatMuls natively (AVX512-BF16 or AMX). `cpu_bf16: auto` (configs.SpeedOptions)
   turns on bf16 autocast for CPU training there, and leaves it off where torch would emulate bf16 (AVX2 alone), which
-  is slower than fp32.
+  is slower than fp32. `use_cpu_bf16(choice)` reads the same choice for inference (the cross-encoder's scoring).
 - `bucket_by_length(model, chunk_size)`: a padded training batch runs as length-sorted chunks, each cut to its own
   longest row. Sentence-transformers pads each column of a batch (queries, descriptions, (query, description) pairs)
   to its longest row, so a batch of mostly short rows pays for its longest one; with the attention mask, the real
@@ -27,6 +27,7 @@ import functools
 import torch
 from torch import nn
 
+from .configs import CPU_BF16_CHOICES
 from .profiling import cpu_info
 
 
@@ -40,6 +41,14 @@ _ROW_OUTPUTS = ("pooler_output", "logits")
 def native_bf16() -> bool:
     """True when the CPU has AVX512-BF16 or AMX-BF16, where oneDNN runs bf16 MatMuls natively."""
     return any(flag in cpu_info()["flags"] for flag in BF16_FLAGS)
+
+
+def use_cpu_bf16(choice: str) -> bool:
+    """Whether a `cpu_bf16` choice ('auto', 'true', 'false') turns bf16 autocast on for this CPU."""
+    choice = str(choice).lower()
+    if choice not in CPU_BF16_CHOICES:
+        raise ValueError(f"cpu_bf16 must be one of {CPU_BF16_CHOICES}, got '{choice}'")
+    return choice == "true" or (choice == "auto" and native_bf16())
 
 
 def bucket_by_length(model: nn.Module, chunk_size: int) -> nn.Module:
