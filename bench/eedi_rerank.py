@@ -66,12 +66,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def blend_sweep(candidates, logprobs, scores, args, top_k: int, scale: float) -> dict:
-    """MAP@25 of the pointwise scores at each blend weight of `--blend_sweep`, on all rows and on the even/odd halves."""
+def blend_sweep(candidates, logprobs, scores, weights: list[float], top_k: int, scale: float) -> dict:
+    """MAP@25 of the pointwise scores at each blend weight, on all rows and on the even/odd halves."""
     n = len(candidates)
     even = np.arange(n) % 2 == 0
     sweep = {}
-    for w in (float(x) for x in args.blend_sweep.split(",") if x):
+    for w in weights:
         ranked = apply_orders(candidates["candidate_ids"], orders_from_logprobs(logprobs, scores, w, scale), top_k)
         sweep[str(w)] = {
             part: rerank_metrics(candidates[mask].reset_index(drop=True), ranked[mask])["reranked_map@25"]
@@ -149,6 +149,7 @@ def main(argv=None) -> dict:
         # of the same scores.
         names = [list(n[:top_k]) for n in candidates["candidate_names"]]
         scores = [np.asarray(s[:top_k]) for s in candidates["candidate_scores"]]
+        weights = [float(x) for x in args.blend_sweep.split(",") if x]
         for precision in ("fp32", "bf16") if args.compare_bf16 else ("fp32",):
             started = time.perf_counter()
             logprobs = pointwise_logprobs(reranker, candidates["query"].tolist(), names, bf16=precision == "bf16")
@@ -166,7 +167,9 @@ def main(argv=None) -> dict:
             variants = {label: weight, f"{label}_reranker_only": 0.0, f"{label}_seen_only": weight}
             report(results, candidates, seen, settings, folder, ranked_by, variants, seconds)
             if precision == "fp32":
-                results[f"{kind}_blend_sweep_map@25"] = blend_sweep(candidates, logprobs, scores, args, top_k, scale)
+                results[f"{kind}_blend_sweep_map@25"] = blend_sweep(
+                    candidates, logprobs, scores, weights, top_k, scale
+                )
     write_json(args.output, results)
     print(f"Wrote {args.output}")
     return results
