@@ -41,9 +41,12 @@ from misconceptions import (
     map_frame,
     resolve_checkpoint,
     setup_logging,
+    teacher_log_probs,
     texts_for,
 )
+from misconceptions.classifier import TEACHER_COLUMN
 from misconceptions.cli import parse_recipe_args, use_cpu_cores
+from misconceptions.hub import resolve_model_dir
 from misconceptions.profiling import profile_callbacks
 
 
@@ -58,7 +61,8 @@ def train(script_args: ScriptArguments, training_args: ClassifierConfig, model_a
     logger.info("Script %s\nModel %s\nTraining %s", script_args, model_args, training_args)
     checkpoint = resolve_checkpoint(training_args)
 
-    # 2. Data: texts and labels in the model's label space
+    # 2. Data: texts and labels in the model's label space (and the teacher, found before any work)
+    teacher = resolve_model_dir(training_args.teacher_model, "teacher_model") if training_args.teacher_model else None
     dataset = load_dataset_any(script_args.dataset_name)
     train_df = map_frame(dataset[script_args.dataset_train_split])
     eval_df = map_frame(dataset[script_args.dataset_test_split])
@@ -85,6 +89,10 @@ def train(script_args: ScriptArguments, training_args: ClassifierConfig, model_a
 
     with training_args.main_process_first(desc="tokenizing"):
         train_ds, eval_ds = encode(train_df), encode(eval_df.loc[eval_df["label"].map(to_target).isin(label2id)])
+    if teacher:  # knowledge distillation: the teacher's log-probabilities ride with each row
+        bf16 = bool(training_args.use_cpu and training_args.bf16)  # the student's CPU precision (cpu_bf16)
+        targets = teacher_log_probs(teacher, train_df, model_labels, bf16=bf16)
+        train_ds = train_ds.add_column(TEACHER_COLUMN, targets.tolist())
 
     # 4. Trainer with the class-weighted loss and MAP@3 for checkpoint selection
     weights = None
@@ -99,6 +107,8 @@ def train(script_args: ScriptArguments, training_args: ClassifierConfig, model_a
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=map3_compute_metrics,
         class_weights=weights,
+        distill_weight=training_args.distill_weight if training_args.teacher_model else 0.0,
+        distill_temperature=training_args.distill_temperature,
         callbacks=profile_callbacks(training_args),
     )
 

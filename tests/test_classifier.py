@@ -111,6 +111,29 @@ def test_weighted_loss_matches_manual_cross_entropy():
     assert WeightedLossTrainer.loss_is_scaled_for_ga is False
 
 
+def test_distillation_loss_mixes_cross_entropy_and_tempered_kl():
+    class Tiny(torch.nn.Module):
+        def forward(self, x):
+            return {"logits": x}
+
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.3, 0.2]])
+    teacher = torch.log_softmax(torch.tensor([[1.0, 2.0, 0.0], [0.0, 0.0, 3.0]]), dim=-1)
+    labels = torch.tensor([0, 2])
+    trainer = WeightedLossTrainer.__new__(WeightedLossTrainer)
+    trainer.class_weights, trainer.distill_weight, trainer.distill_temperature = None, 0.25, 2.0
+    loss = trainer.compute_loss(Tiny(), {"x": logits, "labels": labels, "teacher_logits": teacher})
+    p_teacher = torch.softmax(teacher / 2.0, dim=-1)
+    kl = (p_teacher * (torch.log(p_teacher) - torch.log_softmax(logits / 2.0, dim=-1))).sum(-1).mean()
+    expected = 0.75 * F.cross_entropy(logits, labels) + 0.25 * 4.0 * kl
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    # Without a teacher column (evaluation rows), or with weight 0, it is the plain cross-entropy.
+    plain = F.cross_entropy(logits, labels).item()
+    assert trainer.compute_loss(Tiny(), {"x": logits, "labels": labels}).item() == pytest.approx(plain, rel=1e-6)
+    trainer.distill_weight = 0.0
+    no_weight = trainer.compute_loss(Tiny(), {"x": logits, "labels": labels, "teacher_logits": teacher})
+    assert no_weight.item() == pytest.approx(plain, rel=1e-6)
+
+
 def test_4bit_layers_keep_training_after_an_eval_forward():
     """bitsandbytes repacks a 4-bit weight for CPU inference on its first eval forward (AVX512-BF16 CPUs) and the
     repacked kernel has no backward: after the fix, gradients still reach the input once evaluation has run."""

@@ -209,3 +209,17 @@ def test_an_unknown_rerank_scope_fails_naming_the_choices():
 
     with pytest.raises(ValueError, match=r"rerank_scope must be one of \('all', 'seen'\), got 'unseen'"):
         RerankerConfig(output_dir="out", use_cpu=True, rerank_scope="unseen")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("distill_weight", 1.5, "distill_weight must be between 0 and 1, got 1.5"),
+        ("distill_temperature", 0.0, "distill_temperature must be positive, got 0.0"),
+    ],
+)
+def test_bad_distillation_settings_fail_naming_the_key(key, value, message):
+    from misconceptions.configs import ClassifierConfig
+
+    with pytest.raises(ValueError, match=message):
+        ClassifierConfig(output_dir="out", use_cpu=True, **{key: value})

@@ -201,6 +201,37 @@ def test_candidates_feed_a_second_training_round(minilm_run, eedi_data, tmp_path
     log = proc.stdout + proc.stderr
     assert f"Hard negatives for {n_train} of {n_train} training rows from {candidates_dir}; mining the other 0" in log
     assert (second / "eval_results.json").is_file()
+    # The continued second round: the recipe file itself, started from the first round's retriever.
+    continued = tmp_path / "round2-continued"
+    run_script(
+        "scripts/train_retriever.py",
+        "--config",
+        str(REPO / "recipes" / "eedi" / "minilm-cpu-round2-continued.yaml"),
+        "--model_name_or_path",
+        str(out),
+        "--dataset_name",
+        str(eedi_data["dataset"]),
+        "--hard_negatives_dataset",
+        str(candidates_dir),
+        "--output_dir",
+        str(continued),
+        *TINY,
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--learning_rate",
+        "0",
+    )
+
+    # At learning rate 0 the saved weights are the ones it started from: the first round's, not the packaged model's.
+    def layer(folder) -> torch.Tensor:
+        weights = load_file(f"{folder}/model.safetensors")
+        return next(v for k, v in weights.items() if k.endswith("encoder.layer.0.attention.self.query.weight"))
+
+    started_from = layer(continued)
+    assert torch.equal(started_from, layer(out))
+    assert not torch.equal(started_from, layer(resolve_model_path("builtin:all-MiniLM-L6-v2")))
 
 
 def test_negatives_from_candidates_skip_the_positive(tmp_path):

@@ -21,12 +21,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from misconceptions import CLASSIFIER_META, resolve_model_path
+from misconceptions import CLASSIFIER_META, InputError, load_dataset_any, resolve_model_path
 from misconceptions.cli import accelerate_set_one_thread
 
 from .conftest import MAP_MINILM, MAP_TINY, REPO, run_script
@@ -187,6 +188,44 @@ def test_finished_run_is_not_overwritten(minilm_run, small_map_dataset):
     assert proc.returncode == 2 and "already holds a finished run" in proc.stderr
 
 
+def _train_student(dataset, out, teacher, *extra: str, check: bool = True):
+    """The tiny MiniLM run of the fixture, taught by `teacher`."""
+    args = ["--dataset_name", str(dataset), "--output_dir", str(out), *TINY, "--teacher_model", str(teacher), *extra]
+    return run_script("scripts/train_classifier.py", "--config", str(MINILM), *args, check=check)
+
+
+def test_teacher_log_probs_follow_the_students_label_order(minilm_run, small_map_dataset):
+    from misconceptions import load_classifier, map_frame, teacher_log_probs, texts_for
+
+    df = map_frame(load_dataset_any(str(small_map_dataset))["validation"]).head(6)
+    teacher = load_classifier(str(minilm_run))
+    labels = list(reversed(teacher.settings.model_labels))
+    expected = teacher.predict_probs(texts_for(df, teacher.settings.text_template))[:, ::-1]
+    np.testing.assert_allclose(np.exp(teacher_log_probs(str(minilm_run), df, labels)), expected, rtol=1e-5, atol=1e-7)
+    with pytest.raises(InputError, match=r"teacher_model .*minilm.*no label\(s\) \['Misconception:Unknown'\]"):
+        teacher_log_probs(str(minilm_run), df, [*labels, "Misconception:Unknown"])
+
+
+def test_a_student_learns_from_a_teacher(minilm_run, small_map_dataset, tmp_path):
+    """The teacher's column reaches the loss: the same first step as the teacher's own run (same seed, data, init)
+    logs another loss, and the student trains, saves and reloads like any classifier."""
+    out = tmp_path / "student"
+    _train_student(small_map_dataset, out, minilm_run, "--distill_weight", "0.5")
+    first = json.loads((out / "trainer_state.json").read_text())["log_history"][0]
+    reference = json.loads((minilm_run / "trainer_state.json").read_text())["log_history"][0]
+    assert first["step"] == reference["step"] == 1
+    assert np.isfinite(first["loss"]) and first["loss"] != pytest.approx(reference["loss"], rel=1e-4)
+    sub = _predict_validation(out, small_map_dataset, tmp_path)
+    assert len(pd.read_csv(sub)) == len(pd.read_csv(small_map_dataset / "validation.csv"))
+
+
+def test_a_missing_teacher_is_a_clear_error(small_map_dataset, tmp_path):
+    out = tmp_path / "student"
+    proc = _train_student(small_map_dataset, out, tmp_path / "no-such-teacher", check=False)
+    assert proc.returncode == 2 and "no-such-teacher" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (out / "model.safetensors").exists()
+
+
 @pytest.mark.slow
 def test_smollm2_qlora_trains_and_reloads_identically(small_map_dataset, tmp_path):
     """The MAP reference solution's QLoRA path on the CPU: 4-bit Linear layers, LoRA + head saved, reloaded with identical output."""
@@ -219,22 +258,23 @@ def test_smollm2_qlora_trains_and_reloads_identically(small_map_dataset, tmp_pat
     assert any("lora_A" in k for k in adapter) and any("score" in k for k in adapter), list(adapter)[:5]
     meta = json.loads((out / CLASSIFIER_META).read_text())
     assert meta["quantization"]["load_in_4bit"] and meta["quantization"]["bnb_4bit_quant_type"] == "nf4"
-    sub = tmp_path / "sub.csv"
-    run_script(
-        "scripts/predict_classifier.py",
-        "--model",
-        str(out),
-        "--input_csv",
-        str(small_map_dataset / "validation.csv"),
-        "--output_csv",
-        str(sub),
-    )
+    sub = _predict_validation(out, small_map_dataset, tmp_path)
     reloaded = json.loads((tmp_path / "sub_metrics.json").read_text())["map@3"]
     assert reloaded == pytest.approx(json.loads((out / "eval_results.json").read_text())["eval_map@3"], abs=1e-9)
     assert (
         pd.read_csv(sub)["Category:Misconception"].tolist()
         == pd.read_csv(out / "eval_predictions.csv")["Category:Misconception"].tolist()
     )
+
+
+def _predict_validation(model_dir, dataset, tmp_path) -> Path:
+    """predict_classifier.py over the dataset's validation.csv; returns the submission (its metrics beside it)."""
+    sub = tmp_path / "sub.csv"
+    csv = str(dataset / "validation.csv")
+    run_script(
+        "scripts/predict_classifier.py", "--model", str(model_dir), "--input_csv", csv, "--output_csv", str(sub)
+    )
+    return sub
 
 
 def _count_4bit_layers(model_dir) -> int:

@@ -83,6 +83,7 @@ _EXPORTS = {
     "setup_logging": "training",
     "split_fold": "retrieval",
     "stratified_split": "data",
+    "teacher_log_probs": "classifier",
     "texts_for": "classifier",
     "write_json": "io_utils",
 }

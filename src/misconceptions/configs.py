@@ -231,8 +231,30 @@ class ClassifierConfig(HubOptions, OutputOptions, ProfileOptions, SpeedOptions, 
         default=False,
         metadata={"help": "Pad every input to max_length (static shapes, the naive setting) instead of per batch."},
     )
+    teacher_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Knowledge distillation: a trained classifier (a folder or Hub id, trained on the same labels) whose "
+            "probabilities on the training rows this model also learns from, e.g. a larger encoder's run, so a small, "
+            "fast model learns from a stronger one. Unset: no teacher."
+        },
+    )
+    distill_weight: float = field(
+        default=0.5,
+        metadata={
+            "help": "With teacher_model: the loss is (1 - w) * the (weighted) cross-entropy on the labels + w * T^2 * "
+            "KL(teacher || model) at temperature T."
+        },
+    )
+    distill_temperature: float = field(
+        default=2.0, metadata={"help": "With teacher_model: the softmax temperature T of the distillation term."}
+    )
 
     def __post_init__(self):
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"distill_weight must be between 0 and 1, got {self.distill_weight}")
+        if self.distill_temperature <= 0:
+            raise ValueError(f"distill_temperature must be positive, got {self.distill_temperature}")
         if self.label_target not in LABEL_TARGETS:
             raise ValueError(f"label_target must be one of {LABEL_TARGETS}, got '{self.label_target}'")
         if self.class_weighting not in ("balanced", "none"):
