@@ -44,8 +44,8 @@ from misconceptions import (
     teacher_log_probs,
     texts_for,
 )
-from misconceptions.classifier import TEACHER_COLUMN
 from misconceptions.cli import parse_recipe_args, use_cpu_cores
+from misconceptions.distillation import TEACHER_COLUMN
 from misconceptions.hub import resolve_model_dir
 from misconceptions.profiling import profile_callbacks
 
@@ -91,7 +91,7 @@ def train(script_args: ScriptArguments, training_args: ClassifierConfig, model_a
         train_ds, eval_ds = encode(train_df), encode(eval_df.loc[eval_df["label"].map(to_target).isin(label2id)])
     if teacher:  # knowledge distillation: the teacher's log-probabilities ride with each row
         bf16 = bool(training_args.use_cpu and training_args.bf16)  # the student's CPU precision (cpu_bf16)
-        targets = teacher_log_probs(teacher, train_df, model_labels, bf16=bf16)
+        targets = teacher_log_probs(teacher, train_df, model_labels, bf16=bf16, device=str(training_args.device))
         train_ds = train_ds.add_column(TEACHER_COLUMN, targets.tolist())
 
     # 4. Trainer with the class-weighted loss and MAP@3 for checkpoint selection

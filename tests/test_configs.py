@@ -214,8 +214,8 @@ def test_an_unknown_rerank_scope_fails_naming_the_choices():
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("distill_weight", 1.5, "distill_weight must be between 0 and 1, got 1.5"),
-        ("distill_temperature", 0.0, "distill_temperature must be positive, got 0.0"),
+        ("distill_weight", 1.5, r"need distill_weight in \[0, 1\], distill_temperature > 0: 1.5, 2.0"),
+        ("distill_temperature", 0.0, r"need distill_weight in \[0, 1\], distill_temperature > 0: 0.5, 0.0"),
     ],
 )
 def test_bad_distillation_settings_fail_naming_the_key(key, value, message):

@@ -83,7 +83,7 @@ _EXPORTS = {
     "setup_logging": "training",
     "split_fold": "retrieval",
     "stratified_split": "data",
-    "teacher_log_probs": "classifier",
+    "teacher_log_probs": "distillation",
     "texts_for": "classifier",
     "write_json": "io_utils",
 }

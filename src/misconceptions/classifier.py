@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, Trainer
 
 from .data import MAP_PROMPT_TEMPLATE, map_prompt
+from .distillation import TEACHER_COLUMN, distillation_kl
 from .errors import InputError
 from .io_utils import atomic_path
 from .metrics import map_at_k, map_at_k_from_scores
@@ -88,9 +89,6 @@ def class_weights(labels: np.ndarray, num_labels: int) -> torch.Tensor:
     return torch.tensor(weights)
 
 
-TEACHER_COLUMN = "teacher_logits"
-
-
 class WeightedLossTrainer(Trainer):
     """The MAP reference solution's custom Trainer: cross-entropy with per-class weights (None = plain cross-entropy),
     plus, where the training rows carry a teacher's log-probabilities (`teacher_logits`), Hinton's distillation term:
@@ -129,14 +127,8 @@ class WeightedLossTrainer(Trainer):
         weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1), weight=weight)
         if teacher is not None and self.distill_weight > 0:
-            t = self.distill_temperature
-            kl = F.kl_div(
-                F.log_softmax(logits / t, dim=-1),
-                F.log_softmax(teacher.to(logits.device).float() / t, dim=-1),
-                log_target=True,
-                reduction="batchmean",
-            )
-            loss = (1 - self.distill_weight) * loss + self.distill_weight * t * t * kl
+            kl = distillation_kl(logits, teacher.to(logits.device), self.distill_temperature)
+            loss = (1 - self.distill_weight) * loss + self.distill_weight * kl
         return (loss, outputs) if return_outputs else loss
 
 
@@ -294,27 +286,6 @@ def load_classifier(model_dir: str, backend: str = "torch") -> Classifier:
 def texts_for(df: pd.DataFrame, template: str | None) -> list[str]:
     """Model input text: the template over the row's columns, or the MAP reference solution's prompt."""
     return map_prompt(df, template or MAP_PROMPT_TEMPLATE).tolist()
-
-
-def teacher_log_probs(teacher_dir: str, df: pd.DataFrame, model_labels: list[str], bf16: bool = False) -> np.ndarray:
-    """A trained classifier's log-probabilities for the rows of `df`, columns in `model_labels` order: the targets of
-    knowledge distillation. The teacher reads each row with its own template, tokenizer and encoder (it may be a
-    larger model than the student) and must know every one of the student's labels; `bf16` runs it under CPU bf16
-    autocast. The transformer alone: a teacher's TF-IDF blend is not part of its targets."""
-    teacher = load_classifier(teacher_dir, backend="torch")
-    index = {label: i for i, label in enumerate(teacher.settings.model_labels)}
-    missing = [label for label in model_labels if label not in index]
-    if missing:
-        raise InputError(
-            f"teacher_model {teacher_dir}: it has no label(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}; a "
-            "teacher must be trained on the same dataset and label_target as the model it teaches"
-        )
-    logger.info("Teacher %s: scoring %d training rows (bf16: %s)", teacher_dir, len(df), bf16)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        probs = teacher.predict_probs(texts_for(df, teacher.settings.text_template))
-    probs = probs[:, [index[label] for label in model_labels]]
-    probs /= probs.sum(axis=1, keepdims=True)  # a teacher with extra labels: renormalized over the student's
-    return np.log(np.clip(probs, 1e-12, None)).astype(np.float32)
 
 
 def rank_dataframe(

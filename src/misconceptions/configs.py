@@ -233,28 +233,15 @@ class ClassifierConfig(HubOptions, OutputOptions, ProfileOptions, SpeedOptions, 
     )
     teacher_model: str | None = field(
         default=None,
-        metadata={
-            "help": "Knowledge distillation: a trained classifier (a folder or Hub id, trained on the same labels) whose "
-            "probabilities on the training rows this model also learns from, e.g. a larger encoder's run, so a small, "
-            "fast model learns from a stronger one. Unset: no teacher."
-        },
+        metadata={"help": "Distillation: a trained classifier (folder or Hub id, same labels) to learn from as well."},
     )
-    distill_weight: float = field(
-        default=0.5,
-        metadata={
-            "help": "With teacher_model: the loss is (1 - w) * the (weighted) cross-entropy on the labels + w * T^2 * "
-            "KL(teacher || model) at temperature T."
-        },
-    )
-    distill_temperature: float = field(
-        default=2.0, metadata={"help": "With teacher_model: the softmax temperature T of the distillation term."}
-    )
+    distill_weight: float = field(default=0.5, metadata={"help": "With teacher_model: (1 - w) * CE + w * T^2 * KL."})
+    distill_temperature: float = field(default=2.0, metadata={"help": "With teacher_model: the temperature T."})
 
     def __post_init__(self):
-        if not 0.0 <= self.distill_weight <= 1.0:
-            raise ValueError(f"distill_weight must be between 0 and 1, got {self.distill_weight}")
-        if self.distill_temperature <= 0:
-            raise ValueError(f"distill_temperature must be positive, got {self.distill_temperature}")
+        w, t = self.distill_weight, self.distill_temperature
+        if not 0.0 <= w <= 1.0 or t <= 0:
+            raise ValueError(f"need distill_weight in [0, 1], distill_temperature > 0: {w}, {t}")
         if self.label_target not in LABEL_TARGETS:
             raise ValueError(f"label_target must be one of {LABEL_TARGETS}, got '{self.label_target}'")
         if self.class_weighting not in ("balanced", "none"):
