@@ -107,7 +107,7 @@ def train(script_args: ScriptArguments, training_args: ClassifierConfig, model_a
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=map3_compute_metrics,
         class_weights=weights,
-        distill_weight=training_args.distill_weight if training_args.teacher_model else 0.0,
+        distill_weight=training_args.distill_weight,  # used only on rows that carry a teacher's column
         distill_temperature=training_args.distill_temperature,
         callbacks=profile_callbacks(training_args),
     )

@@ -96,9 +96,6 @@ class WeightedLossTrainer(Trainer):
 
     # compute_loss returns a per-micro-batch mean, so Trainer must still divide it by the accumulation steps.
     loss_is_scaled_for_ga = False
-    class_weights: torch.Tensor | None = None
-    distill_weight: float = 0.0
-    distill_temperature: float = 1.0
 
     def __init__(
         self,
