@@ -23,7 +23,7 @@ page shows their names, tasks and metrics. A model is SOURCE (a local folder, a 
 shown by its folder name or id) or LABEL=SOURCE. With --allow_model_choice, give several (repeat the flag, or
 comma-separate in the variable) and visitors pick one from a list.
   MISCONCEPTIONS_MAP_MODEL      (default data/demo/map-minilm-cpu)
-  MISCONCEPTIONS_EEDI_MODEL     (default data/demo/eedi-minilm-cpu)
+  MISCONCEPTIONS_EEDI_MODEL     (default data/demo/eedi-minilm-cpu-round2-continued)
   MISCONCEPTIONS_MAPPING_CSV    (default $MISCONCEPTIONS_DATA/eedi/misconception_mapping.csv, i.e. ../shared/data)
   MISCONCEPTIONS_BACKEND        (default auto: ONNX Runtime on a CPU, int8 for the classifier; torch on a GPU)
   MISCONCEPTIONS_ALLOW_MODEL_CHOICE, MISCONCEPTIONS_CONCURRENCY, MISCONCEPTIONS_MAX_QUEUE, MISCONCEPTIONS_REQUEST_TIMEOUT
@@ -234,7 +234,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--eedi_model",
         action="append",
         help="Eedi retriever, SOURCE or LABEL=SOURCE; repeat with --allow_model_choice "
-        "(default $MISCONCEPTIONS_EEDI_MODEL or data/demo/eedi-minilm-cpu)",
+        "(default $MISCONCEPTIONS_EEDI_MODEL or data/demo/eedi-minilm-cpu-round2-continued)",
     )
     parser.add_argument("--misconceptions_csv", help="the 2,587 misconception names (default: see above)")
     parser.add_argument("--backend", choices=BACKENDS, help="inference backend (default auto)")

@@ -109,7 +109,7 @@ def default_settings(repo_root: str | os.PathLike = ".") -> AppSettings:
             env("MISCONCEPTIONS_MAP_MODEL", str(root / "data" / "demo" / "map-minilm-cpu")), "MISCONCEPTIONS_MAP_MODEL"
         ),
         eedi_models=parse_model_specs(
-            env("MISCONCEPTIONS_EEDI_MODEL", str(root / "data" / "demo" / "eedi-minilm-cpu")),
+            env("MISCONCEPTIONS_EEDI_MODEL", str(root / "data" / "demo" / "eedi-minilm-cpu-round2-continued")),
             "MISCONCEPTIONS_EEDI_MODEL",
         ),
         misconceptions_csv=env("MISCONCEPTIONS_MAPPING_CSV", str(data / "eedi" / "misconception_mapping.csv")),
