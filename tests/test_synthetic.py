@@ -363,6 +363,35 @@ def test_extra_datasets_are_sampled_by_weight_and_never_held_out(eedi_dataset, s
         extra_training_rows(mixture, ids - {int(rows["MisconceptionId"].iloc[0])})
 
 
+def test_build_descriptions_writes_the_unseen_misconceptions_descriptions_as_queries(eedi_dataset, tmp_path):
+    real = load_eedi_dataset(str(eedi_dataset["dataset"]))[0]["train"].to_pandas()
+    _, misconceptions = load_eedi_dataset(str(eedi_dataset["dataset"]))
+    out = tmp_path / "descriptions"
+    args = ["data_builders/build_descriptions.py", "--dataset", str(eedi_dataset["dataset"]), "--fold", "0"]
+    run_script(*args, "--output_dir", str(out))
+    train = load_from_disk(str(out))["train"].to_pandas()
+    # One row per misconception with no real row outside the held-out fold; fold 0's labels are not read.
+    outside_fold0 = set(real.loc[real["fold"] != 0, "MisconceptionId"])
+    assert set(train["MisconceptionId"]) == set(misconceptions["MisconceptionId"]) - outside_fold0
+    assert len(train) == len(misconceptions) - len(outside_fold0) and train["QuestionId"].min() >= 2_000_000
+    assert (train["source"] == "description").all() and (train["fold"] == -1).all()
+    assert (train["QuestionText"] == train["MisconceptionName"]).all() and (train["AnswerText"] == "").all()
+    queries = query_texts(train)
+    assert all(q.startswith(f"<Question> {name}") for q, name in zip(queries, train["MisconceptionName"], strict=True))
+    rows = extra_training_rows([{"path": str(out), "weight": 1.0}], set(misconceptions["MisconceptionId"]))
+    assert len(rows) == len(train) and (rows["source"] == "description").all()
+    every = run_script(*args, "--all_misconceptions", "--output_dir", str(tmp_path / "all"))
+    assert f"Saved {len(misconceptions)} description rows" in every.stdout
+    for extra, needle in (
+        (["--output_dir", str(out)], "already exists"),
+        (["--output_dir", str(tmp_path / "bad"), "--fold", "9"], "--fold 9 is not a fold of this dataset"),
+        (["--output_dir", str(tmp_path / "bad"), "--split", "nope"], "no 'nope' split"),
+    ):
+        bad = run_script(*args, *extra, check=False)
+        assert bad.returncode == 2 and needle in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad").exists()
+
+
 def test_train_retriever_mixes_synthetic_rows_but_counts_only_real_ones_as_seen(eedi_dataset, synthetic, tmp_path):
     real = synthetic["real"]
     out = tmp_path / "retriever"

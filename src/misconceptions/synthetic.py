@@ -18,7 +18,8 @@ as one JSON object; few-shot turns show real questions whose construct and misco
 The backends and their settings are in `generation`, the question's format and validation in `question_format`:
 invalid outputs are dropped and counted by reason, never written as rows, and duplicates are dropped. Results are
 appended to a JSONL file, one line per misconception, so a killed run resumes where it stopped; `synthetic_dataset`
-turns them into labelled pairs in the Eedi schema.
+turns them into labelled pairs in the Eedi schema. `description_pairs` is the generator-free variant: each
+misconception's own description as the query for it.
 """
 
 import json
@@ -45,6 +46,7 @@ SETTINGS_FILE = "generation_settings.json"
 KEEP_REJECTED = 2  # invalid outputs kept per misconception (as examples for prompt work), never as rows
 # Synthetic questions get ids far above the competition's (at most a few thousand), so the two never collide.
 SYNTHETIC_ID_OFFSET = 1_000_000
+DESCRIPTION_ID_OFFSET = 2_000_000  # description rows (`description_pairs`), apart from synthetic questions
 
 QUESTION_SYSTEM_PROMPT = (
     "You are an experienced maths teacher who writes diagnostic multiple-choice questions. Given a misconception, "
@@ -313,12 +315,48 @@ def synthetic_questions(records: list[dict]) -> pd.DataFrame:
 def synthetic_dataset(questions: pd.DataFrame, misconceptions: pd.DataFrame, source: str = "synthetic"):
     """Wide synthetic questions -> DatasetDict(train=labelled pairs in the Eedi pairs schema plus `source`, fold
     -1 (training only); misconceptions=the mapping), ready for `extra_datasets`."""
-    from datasets import Dataset, DatasetDict, Features, Value
-
     if questions.empty:
         raise InputError("no valid synthetic questions to build a dataset from")
     pairs = pivot_wrong_answers(questions, misconceptions)
-    pairs = pairs[pairs["MisconceptionId"].notna()].reset_index(drop=True)
+    return pairs_dataset(pairs[pairs["MisconceptionId"].notna()], misconceptions, source)
+
+
+def description_pairs(misconceptions: pd.DataFrame, skip_ids: set[int] = frozenset()) -> pd.DataFrame:
+    """One labelled pair per misconception (those not in `skip_ids`) whose question is its own description, with no
+    answers, construct or subject: the descriptions as training signal for misconceptions without questions.
+
+    QuestionIds are DESCRIPTION_ID_OFFSET + MisconceptionId; ConstructId and SubjectId are unknown (-1).
+    """
+    kept = misconceptions[~misconceptions["MisconceptionId"].isin(skip_ids)].reset_index(drop=True)
+    if kept.empty:
+        raise InputError("every misconception is skipped: no description rows to build")
+    ids = kept["MisconceptionId"].astype("int64")
+    question_ids = DESCRIPTION_ID_OFFSET + ids
+    return pd.DataFrame(
+        {
+            "QuestionId_Answer": [f"{q}_" for q in question_ids],
+            "QuestionId": question_ids,
+            "Answer": "",
+            "ConstructId": -1,
+            "ConstructName": "",
+            "SubjectId": -1,
+            "SubjectName": "",
+            "CorrectAnswer": "",
+            "QuestionText": kept["MisconceptionName"],
+            "CorrectAnswerText": "",
+            "AnswerText": "",
+            "MisconceptionId": ids,
+            "MisconceptionName": kept["MisconceptionName"],
+        }
+    )
+
+
+def pairs_dataset(pairs: pd.DataFrame, misconceptions: pd.DataFrame, source: str):
+    """Labelled pairs -> DatasetDict(train=the pairs in the Eedi pairs schema plus `source`, fold -1 (training
+    only); misconceptions=the mapping), the layout `extra_datasets` reads."""
+    from datasets import Dataset, DatasetDict, Features, Value
+
+    pairs = pairs.reset_index(drop=True)
     pairs["fold"] = -1
     pairs["source"] = source
     features = Features({**PAIR_FEATURES, "source": Value("string")})
