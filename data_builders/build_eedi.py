@@ -34,10 +34,9 @@ Usage:
 
 import argparse
 import logging
-from pathlib import Path
 
-from misconceptions import InputError, atomic_path, build_eedi_dataset, cli_entry
-from misconceptions.cli import setup_script_logging
+from misconceptions import atomic_path, build_eedi_dataset, cli_entry
+from misconceptions.cli import new_output_dir, setup_script_logging
 from misconceptions.eedi import FOLD_BY, eedi_hub_configs, write_wide_csv
 from misconceptions.hub import add_push_arguments, dataset_card, launch_command, push_built_dataset
 
@@ -71,9 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     setup_script_logging()
-    output_dir = Path(args.output_dir)
-    if output_dir.exists() and not args.overwrite:
-        raise InputError(f"{output_dir} already exists; pass --overwrite to replace it")
+    output_dir = new_output_dir(args.output_dir, args.overwrite)
     dataset, questions, misconceptions = build_eedi_dataset(
         args.train_csv, args.misconceptions_csv, args.n_folds, args.fold_by, args.seed, args.explanations
     )

@@ -29,12 +29,11 @@ Usage:
 
 import argparse
 import logging
-from pathlib import Path
 
 import pandas as pd
 
 from misconceptions import InputError, atomic_path, cli_entry, read_misconceptions_csv
-from misconceptions.cli import setup_script_logging
+from misconceptions.cli import new_output_dir, setup_script_logging
 from misconceptions.eedi import eedi_hub_configs, write_wide_csv
 from misconceptions.hub import add_push_arguments, dataset_card, launch_command, push_built_dataset
 from misconceptions.synthetic import read_generations, synthetic_dataset, synthetic_questions
@@ -59,9 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     setup_script_logging()
-    output_dir = Path(args.output_dir)
-    if output_dir.exists() and not args.overwrite:
-        raise InputError(f"{output_dir} already exists; pass --overwrite to replace it")
+    output_dir = new_output_dir(args.output_dir, args.overwrite)
     misconceptions = read_misconceptions_csv(args.misconceptions_csv)
     records = [record for folder in args.generations for record in read_generations(folder)]
     unknown = sorted({int(r["MisconceptionId"]) for r in records} - set(misconceptions["MisconceptionId"]))

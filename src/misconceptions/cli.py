@@ -125,3 +125,10 @@ def check_output_file(path: str, flag: str = "--output_csv") -> Path:
     if Path(path).is_dir():
         raise InputError(f"{path} is a folder; {flag} must be a file path")
     return Path(path)
+
+
+def new_output_dir(path: str, overwrite: bool) -> Path:
+    """A data builder's `--output_dir`, refused early when it exists and `--overwrite` was not given."""
+    if Path(path).exists() and not overwrite:
+        raise InputError(f"{path} already exists; pass --overwrite to replace it")
+    return Path(path)

