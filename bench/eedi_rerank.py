@@ -13,7 +13,7 @@
 # limitations under the License.
 """Eedi reranking on one held-out fold, in one run: the retriever alone, + the pointwise reranker, + the listwise
 reranker (each with its saved blend weight; the cross-encoder also alone, with rerank_scope "seen", and with
-`--compare_bf16` the same under bf16 autocast), scored by
+`--compare_bf16` the same under bf16 autocast, or under bf16 alone with `--bf16_only`), scored by
 MAP@25 and recall@25, seen and unseen misconceptions apart, with wall time per 1,000 queries. The candidates are the
 retriever's, computed here. `--listwise_zero_shot` adds an instruction-tuned causal LM as a listwise reranker as it
 ships, untrained (a quality check of a model before fine-tuning it as one), at each of `--zero_shot_blends`.
